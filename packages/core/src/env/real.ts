@@ -1,0 +1,59 @@
+import { webcrypto } from "node:crypto";
+import { createRandom } from "./random.ts";
+import type { Env, Random, TimerHandle, Timers } from "./types.ts";
+
+interface RealHandle extends TimerHandle {
+  readonly timer: ReturnType<typeof setTimeout>;
+}
+
+const realTimers: Timers = {
+  setTimeout(fn, ms) {
+    const timer = setTimeout(fn, Math.max(0, ms));
+    return { id: Number(timer), timer } satisfies RealHandle;
+  },
+  clearTimeout(handle) {
+    clearTimeout((handle as RealHandle).timer);
+  },
+  sleep(ms, signal) {
+    return sleepOn(realTimers, ms, signal);
+  },
+};
+
+/** Shared `sleep` on any Timers: resolves after `ms`, rejects with the signal's reason on abort. */
+export function sleepOn(timers: Timers, ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      timers.clearTimeout(handle);
+      reject(signal?.reason);
+    };
+    const handle = timers.setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** Options for the production Env. */
+export interface RealEnvOptions {
+  /** Seed for reproducible randomness; by default a seed drawn from the OS. */
+  readonly seed?: number | string;
+}
+
+/** The production Env: Node's clock and timers, and a random stream seeded from the OS. */
+export function createRealEnv(options: RealEnvOptions = {}): Env {
+  const seed = options.seed ?? webcrypto.getRandomValues(new Uint32Array(2)).join("-");
+  const random: Random = createRandom(seed);
+  return {
+    clock: {
+      now: () => performance.now(),
+      wallNow: () => Date.now(),
+    },
+    timers: realTimers,
+    random,
+  };
+}

@@ -1,0 +1,28 @@
+export type { BalancerName, CallOptions, Caller, Client, Context, EventContext } from "./context-types.ts";
+export { createJsonLogger, type JsonLoggerOptions, type Logger, type LogLevel, silentLogger } from "./logger.ts";
+export {
+  createNode,
+  type KeelNode,
+  type NodeOptions,
+  type NodeState,
+  type NodeStats,
+  type StopOptions,
+} from "./node.ts";
+export type { Endpoint, NodeRecord, RegistryEvent, RegistryView } from "./registry.ts";
+export {
+  type ActionConfig,
+  type ActionDefinition,
+  type ActionName,
+  type AnyAction,
+  type AnyService,
+  defineEvent,
+  defineService,
+  type EventDefinition,
+  type InputOf,
+  type OutputOf,
+  type PayloadOf,
+  type ServiceDefinition,
+  type ServiceOptions,
+  type ServiceShape,
+  type Subscription,
+} from "./service.ts";

@@ -1,0 +1,169 @@
+import type { Env } from "../env/index.ts";
+import type { KeelError } from "../errors/index.ts";
+import type { CallerInfo } from "../wire/index.ts";
+import type { CallOptions, Client, Context, EventContext } from "./context-types.ts";
+import type { Expiring } from "./deadlines.ts";
+import type { Logger } from "./logger.ts";
+import type { Endpoint } from "./registry.ts";
+import { Scope } from "./scope.ts";
+import type { ActionName, AnyService, EventDefinition, InputOf, OutputOf, PayloadOf } from "./service.ts";
+
+/** The runtime services an invocation or event context delegates to (implemented by the node). */
+export interface RuntimeHooks {
+  readonly id: string;
+  readonly env: Env;
+  readonly log: Logger;
+  invoke(service: AnyService, action: string, input: unknown, options: CallOptions | undefined, parent: Invocation | undefined): Promise<unknown>;
+  client<S extends AnyService>(service: S, defaults: CallOptions | undefined, parent: Invocation | undefined): Client<S>;
+  emitEvent(event: EventDefinition, payload: unknown, mode: "emit" | "broadcast", parent: Scope | undefined): void;
+  /** Called once when an invocation's deadline passes. */
+  expired(inv: Invocation): void;
+}
+
+const EMPTY_META: Readonly<Record<string, string>> = Object.freeze({});
+
+/**
+ * One handled request: the handler's Context, the server's in-flight record and a deadline entry
+ * in one object, so the hot path allocates little.
+ */
+export class Invocation extends Scope implements Context, Expiring {
+  heapIndex = -1;
+  /** True once the outcome was delivered (reply sent or local promise settled). */
+  settled = false;
+  /** Local calls: settles the caller's promise. */
+  resolveLocal: ((value: unknown) => void) | undefined;
+  rejectLocal: ((err: KeelError) => void) | undefined;
+  /** Local calls: the endpoint whose stats this call updates, and when it started. */
+  endpoint: Endpoint | undefined;
+  startedAt = 0;
+  /** Undoes links to the caller's signal or parent scope. */
+  unlink: (() => void) | undefined;
+
+  readonly #rt: RuntimeHooks;
+  readonly service: string;
+  readonly action: string;
+  readonly requestId: string;
+  readonly deadline: number;
+  readonly caller: CallerInfo | undefined;
+  readonly idempotencyKey: string | undefined;
+  readonly meta: Readonly<Record<string, string>>;
+  readonly traceContext: string | undefined;
+  /** The calling node, for requests that came over the transport. */
+  readonly replyTo: string | undefined;
+
+  constructor(
+    rt: RuntimeHooks,
+    service: string,
+    action: string,
+    requestId: string,
+    deadline: number,
+    caller: CallerInfo | undefined,
+    idempotencyKey: string | undefined,
+    meta: Readonly<Record<string, string>> | undefined,
+    traceContext: string | undefined,
+    replyTo: string | undefined,
+  ) {
+    super();
+    this.#rt = rt;
+    this.service = service;
+    this.action = action;
+    this.requestId = requestId;
+    this.deadline = deadline;
+    this.caller = caller;
+    this.idempotencyKey = idempotencyKey;
+    this.meta = meta ?? EMPTY_META;
+    this.traceContext = traceContext;
+    this.replyTo = replyTo;
+  }
+
+  get node(): string {
+    return this.#rt.id;
+  }
+
+  get env(): Env {
+    return this.#rt.env;
+  }
+
+  get log(): Logger {
+    return this.#rt.log;
+  }
+
+  remainingMs(): number {
+    return Math.max(0, this.deadline - this.#rt.env.clock.now());
+  }
+
+  expire(): void {
+    this.#rt.expired(this);
+  }
+
+  call<S extends AnyService, A extends ActionName<S>>(
+    service: S,
+    action: A,
+    input: InputOf<S, A>,
+    options?: CallOptions,
+  ): Promise<OutputOf<S, A>> {
+    return this.#rt.invoke(service, action, input, options, this) as Promise<OutputOf<S, A>>;
+  }
+
+  client<S extends AnyService>(service: S, defaults?: CallOptions): Client<S> {
+    return this.#rt.client(service, defaults, this);
+  }
+
+  emit<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
+    this.#rt.emitEvent(event, payload, "emit", this);
+  }
+
+  broadcast<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
+    this.#rt.emitEvent(event, payload, "broadcast", this);
+  }
+}
+
+/** The context of one event delivery. */
+export class EventInvocation implements EventContext {
+  readonly #rt: RuntimeHooks;
+  readonly service: string;
+  readonly event: string;
+  readonly from: string;
+  readonly traceContext: string | undefined;
+
+  constructor(rt: RuntimeHooks, service: string, event: string, from: string, traceContext: string | undefined) {
+    this.#rt = rt;
+    this.service = service;
+    this.event = event;
+    this.from = from;
+    this.traceContext = traceContext;
+  }
+
+  get node(): string {
+    return this.#rt.id;
+  }
+
+  get env(): Env {
+    return this.#rt.env;
+  }
+
+  get log(): Logger {
+    return this.#rt.log;
+  }
+
+  call<S extends AnyService, A extends ActionName<S>>(
+    service: S,
+    action: A,
+    input: InputOf<S, A>,
+    options?: CallOptions,
+  ): Promise<OutputOf<S, A>> {
+    return this.#rt.invoke(service, action, input, options, undefined) as Promise<OutputOf<S, A>>;
+  }
+
+  client<S extends AnyService>(service: S, defaults?: CallOptions): Client<S> {
+    return this.#rt.client(service, defaults, undefined);
+  }
+
+  emit<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
+    this.#rt.emitEvent(event, payload, "emit", undefined);
+  }
+
+  broadcast<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
+    this.#rt.emitEvent(event, payload, "broadcast", undefined);
+  }
+}

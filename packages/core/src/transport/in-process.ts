@@ -1,0 +1,176 @@
+import type { Env, Random } from "../env/index.ts";
+import { KeelError } from "../errors/index.ts";
+import { checkFaults, drawLatency, type LinkFaults } from "./faults.ts";
+import { FrameQueue, type InboundFrame, type Transport } from "./transport.ts";
+
+/** Counters of what the network did with frames. */
+export interface NetworkStats {
+  sent: number;
+  delivered: number;
+  dropped: number;
+  duplicated: number;
+  /** Frames that met a partition. */
+  blocked: number;
+}
+
+/** Options for the partition helpers. */
+export interface PartitionOptions {
+  /** Block only the direction from the first group to the second. */
+  readonly oneWay?: boolean;
+}
+
+/** Many nodes in one process, with a fault model on every directed link. */
+export interface InProcessNetwork {
+  /** The transport for node `nodeId` (one per node id). */
+  transport(nodeId: string): Transport;
+  /** Node ids currently attached. */
+  nodes(): string[];
+  /** Sets the fault model for links with no model of their own. */
+  setDefaultFaults(faults: LinkFaults): void;
+  /** Sets the fault model of the directed link `from` → `to`. */
+  setLink(from: string, to: string, faults: LinkFaults): void;
+  /** Blocks traffic between two groups of nodes (both ways unless `oneWay`). */
+  partition(a: readonly string[], b: readonly string[], options?: PartitionOptions): void;
+  /** Cuts one node off from every other node, both ways. */
+  isolate(nodeId: string): void;
+  /** Removes every partition. */
+  heal(): void;
+  /** Removes every link fault model (latency, drop, duplicate). */
+  clearFaults(): void;
+  /** Detaches a node as if its process died: frames in flight to it are lost. */
+  crash(nodeId: string): void;
+  /** Delivers raw bytes to `to` as if `from` sent them (for malformed-frame tests and chaos). */
+  inject(from: string, to: string, frame: Uint8Array): void;
+  readonly stats: Readonly<NetworkStats>;
+}
+
+/** Options for the in-process network. */
+export interface InProcessNetworkOptions {
+  readonly env: Env;
+  /** Fault model for every link without its own (default: none, zero latency). */
+  readonly faults?: LinkFaults;
+}
+
+const linkKey = (from: string, to: string) => `${from}\u0000${to}`;
+
+/**
+ * Creates an in-process network: the embedded default for one process, tests and simulation.
+ * Latency, loss and duplication are drawn from the Env, so runs replay from a seed.
+ */
+export function createInProcessNetwork(options: InProcessNetworkOptions): InProcessNetwork {
+  const { env } = options;
+  const random: Random = env.random.split("network");
+  const queues = new Map<string, FrameQueue>();
+  const links = new Map<string, LinkFaults>();
+  const blocked = new Set<string>();
+  let defaults: LinkFaults = checkFaults(options.faults ?? {});
+  const stats: NetworkStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, blocked: 0 };
+
+  const deliver = (to: string, item: InboundFrame): void => {
+    const queue = queues.get(to);
+    if (queue === undefined || queue.closed) {
+      stats.dropped++;
+      return;
+    }
+    stats.delivered++;
+    queue.push(item);
+  };
+
+  const route = (from: string, to: string, frame: Uint8Array): void => {
+    stats.sent++;
+    if (blocked.size > 0 && blocked.has(linkKey(from, to))) {
+      stats.blocked++;
+      return;
+    }
+    const faults = links.size > 0 ? (links.get(linkKey(from, to)) ?? defaults) : defaults;
+    if (faults.drop !== undefined && faults.drop > 0 && random.next() < faults.drop) {
+      stats.dropped++;
+      return;
+    }
+    const copies = faults.duplicate !== undefined && faults.duplicate > 0 && random.next() < faults.duplicate ? 2 : 1;
+    if (copies === 2) stats.duplicated++;
+    // Receivers own their bytes: a sender reusing its buffer must not change a frame in flight.
+    const item: InboundFrame = { from, frame };
+    for (let i = 0; i < copies; i++) {
+      const delay = drawLatency(faults.latency, random);
+      if (delay <= 0) deliver(to, item);
+      else env.timers.setTimeout(() => deliver(to, item), delay);
+    }
+  };
+
+  const transport = (nodeId: string): Transport => {
+    let queue: FrameQueue | undefined;
+    return {
+      nodeId,
+      connect() {
+        const existing = queues.get(nodeId);
+        if (existing !== undefined && !existing.closed) {
+          return Promise.reject(new KeelError("CONFIGURATION", `node id '${nodeId}' is already on this network`));
+        }
+        queue = new FrameQueue();
+        queues.set(nodeId, queue);
+        return Promise.resolve();
+      },
+      send(to, frame) {
+        if (queue === undefined || queue.closed) return;
+        route(nodeId, to, frame);
+      },
+      broadcast(frame) {
+        if (queue === undefined || queue.closed) return;
+        for (const to of queues.keys()) if (to !== nodeId) route(nodeId, to, frame);
+      },
+      close() {
+        queue?.close();
+        if (queues.get(nodeId) === queue) queues.delete(nodeId);
+        return Promise.resolve();
+      },
+      [Symbol.asyncIterator]() {
+        if (queue === undefined) throw new KeelError("CONFIGURATION", `transport of '${nodeId}' is not connected`);
+        return queue[Symbol.asyncIterator]();
+      },
+    };
+  };
+
+  return {
+    transport,
+    nodes: () => [...queues.keys()],
+    setDefaultFaults(faults) {
+      defaults = checkFaults(faults);
+    },
+    setLink(from, to, faults) {
+      links.set(linkKey(from, to), checkFaults(faults));
+    },
+    partition(a, b, partitionOptions = {}) {
+      for (const x of a) {
+        for (const y of b) {
+          if (x === y) continue;
+          blocked.add(linkKey(x, y));
+          if (partitionOptions.oneWay !== true) blocked.add(linkKey(y, x));
+        }
+      }
+    },
+    isolate(nodeId) {
+      const others = [...queues.keys()].filter((n) => n !== nodeId);
+      for (const o of others) {
+        blocked.add(linkKey(nodeId, o));
+        blocked.add(linkKey(o, nodeId));
+      }
+    },
+    heal() {
+      blocked.clear();
+    },
+    clearFaults() {
+      links.clear();
+      defaults = {};
+    },
+    crash(nodeId) {
+      const queue = queues.get(nodeId);
+      queue?.close();
+      queues.delete(nodeId);
+    },
+    inject(from, to, frame) {
+      deliver(to, { from, frame });
+    },
+    stats,
+  };
+}

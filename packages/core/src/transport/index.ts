@@ -1,0 +1,9 @@
+export { checkFaults, drawLatency, type Latency, type LinkFaults } from "./faults.ts";
+export {
+  createInProcessNetwork,
+  type InProcessNetwork,
+  type InProcessNetworkOptions,
+  type NetworkStats,
+  type PartitionOptions,
+} from "./in-process.ts";
+export { FrameQueue, type InboundFrame, type Transport } from "./transport.ts";

@@ -1,0 +1,87 @@
+/** One frame as received, with the sending node when the transport knows it. */
+export interface InboundFrame {
+  readonly frame: Uint8Array;
+  /** The sending node, when the transport can tell (the in-process network can). */
+  readonly from?: string;
+}
+
+/**
+ * The narrow port every transport implements (in-process network, NATS). Sending is best effort:
+ * the runtime, not the transport, owns timeouts, retries and failure detection.
+ */
+export interface Transport extends AsyncIterable<InboundFrame> {
+  /** The node this transport belongs to. */
+  readonly nodeId: string;
+  /** Joins the network; frames flow after this resolves. */
+  connect(): Promise<void>;
+  /** Sends a frame to one node. */
+  send(to: string, frame: Uint8Array): void;
+  /** Sends a frame to every other node on the network. */
+  broadcast(frame: Uint8Array): void;
+  /** Leaves the network; the inbound iteration ends. */
+  close(): Promise<void>;
+}
+
+/** An unbounded FIFO of frames exposed as a single-consumer async iterable. */
+export class FrameQueue implements AsyncIterable<InboundFrame> {
+  #items: InboundFrame[] = [];
+  #head = 0;
+  #waiter: ((result: IteratorResult<InboundFrame>) => void) | undefined;
+  #closed = false;
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get size(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(item: InboundFrame): void {
+    if (this.#closed) return;
+    const waiter = this.#waiter;
+    if (waiter !== undefined) {
+      this.#waiter = undefined;
+      waiter({ value: item, done: false });
+      return;
+    }
+    this.#items.push(item);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#items = [];
+    this.#head = 0;
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.({ value: undefined, done: true });
+  }
+
+  #take(): InboundFrame | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const item = this.#items[this.#head++];
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return item;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<InboundFrame> {
+    return {
+      next: () => {
+        const item = this.#take();
+        if (item !== undefined) return Promise.resolve({ value: item, done: false });
+        if (this.#closed) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve) => {
+          this.#waiter = resolve;
+        });
+      },
+      return: () => {
+        this.close();
+        return Promise.resolve({ value: undefined, done: true });
+      },
+    };
+  }
+}

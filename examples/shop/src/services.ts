@@ -1,0 +1,114 @@
+import { defineEvent, defineService, hasCode, KeelError } from "@keel/core";
+import { z } from "zod";
+import type { Ledger, OrderBook, Stock } from "./stores.ts";
+
+/** Prices per SKU, in cents. */
+export const PRICES: Readonly<Record<string, number>> = {
+  "espresso-beans": 1450,
+  "pour-over-kettle": 5900,
+  grinder: 12900,
+  "limited-edition-mug": 2500,
+};
+
+/** Emitted once an order is paid; inventory commits the reservation. */
+export const orderPaid = defineEvent(
+  "order.paid",
+  z.object({ orderId: z.string(), sku: z.string(), qty: z.number().int().positive() }),
+);
+
+const OrderId = z.string().min(1);
+
+/** Inventory: reservations are keyed by order, so retries are harmless (idempotent). */
+export function inventoryService(stock: Stock) {
+  return defineService("inventory", { version: 1 })
+    .action("reserve", {
+      input: z.object({ orderId: OrderId, sku: z.string(), qty: z.number().int().positive() }),
+      output: z.object({ reserved: z.literal(true) }),
+      idempotent: true,
+      handler: async ({ orderId, sku, qty }, ctx) => {
+        await ctx.env.timers.sleep(1 + ctx.env.random.next(), ctx.signal);
+        stock.reserve(orderId, sku, qty);
+        return { reserved: true as const };
+      },
+    })
+    .action("release", {
+      input: z.object({ orderId: OrderId }),
+      output: z.object({ released: z.literal(true) }),
+      idempotent: true,
+      handler: ({ orderId }) => {
+        stock.release(orderId);
+        return { released: true as const };
+      },
+    })
+    .on(orderPaid, ({ orderId }) => {
+      stock.commit(orderId);
+    });
+}
+
+/** Options for the payments service. */
+export interface PaymentsOptions {
+  /** Simulate a bug: charge without honouring the idempotency key. */
+  readonly buggyNotIdempotent?: boolean;
+}
+
+/** Payments: a charge carries an idempotency key, so a retry on another replica never charges twice. */
+export function paymentsService(ledger: Ledger, options: PaymentsOptions = {}) {
+  return defineService("payments", { version: 1 }).action("charge", {
+    input: z.object({ orderId: OrderId, amount: z.number().int().positive() }),
+    output: z.object({ chargeId: z.string() }),
+    idempotent: true,
+    handler: async ({ orderId, amount }, ctx) => {
+      const key = ctx.idempotencyKey;
+      if (key === undefined) throw new KeelError("INVALID_ARGUMENT", "charge needs an idempotency key");
+      // The provider takes a few milliseconds; the charge lands before the reply is sent.
+      await ctx.env.timers.sleep(2 + 4 * ctx.env.random.next(), ctx.signal);
+      const charge = options.buggyNotIdempotent
+        ? ledger.chargeWithoutKey(orderId, amount, key, ctx.node)
+        : ledger.charge(orderId, amount, key, ctx.node);
+      await ctx.env.timers.sleep(0.5, ctx.signal);
+      return { chargeId: charge.chargeId };
+    },
+  });
+}
+
+/** Orders: reserve stock, charge, record, announce. */
+export function ordersService(book: OrderBook, inventory: ReturnType<typeof inventoryService>, payments: ReturnType<typeof paymentsService>) {
+  return defineService("orders", { version: 1 }).action("place", {
+    input: z.object({ sku: z.enum(Object.keys(PRICES) as [string, ...string[]]), qty: z.number().int().min(1).max(5) }),
+    output: z.object({
+      orderId: z.string(),
+      status: z.enum(["paid", "rejected"]),
+      chargeId: z.string().optional(),
+    }),
+    handler: async ({ sku, qty }, ctx) => {
+      const orderId = `o_${ctx.env.random.hex(6)}`;
+      const amount = (PRICES[sku] ?? 0) * qty;
+      book.orders.set(orderId, { status: "pending", sku, qty, amount });
+      try {
+        await ctx.call(inventory, "reserve", { orderId, sku, qty });
+      } catch (err) {
+        if (hasCode(err, "FAILED_PRECONDITION")) {
+          book.orders.set(orderId, { status: "rejected", sku, qty, amount });
+          return { orderId, status: "rejected" as const };
+        }
+        book.orders.set(orderId, { status: "failed", sku, qty, amount });
+        throw err;
+      }
+      try {
+        const { chargeId } = await ctx.call(
+          payments,
+          "charge",
+          { orderId, amount },
+          { idempotencyKey: `charge:${orderId}` },
+        );
+        book.orders.set(orderId, { status: "paid", sku, qty, amount });
+        ctx.emit(orderPaid, { orderId, sku, qty });
+        return { orderId, status: "paid" as const, chargeId };
+      } catch (err) {
+        book.orders.set(orderId, { status: "failed", sku, qty, amount });
+        await ctx.call(inventory, "release", { orderId }).catch(() => undefined);
+        throw err;
+      }
+    },
+  });
+}

@@ -1,0 +1,98 @@
+import { KeelError } from "@keel/core";
+
+/**
+ * The example's "databases". Replicas of a service share one store, as real replicas share a
+ * database; the invariant checks read them at the end.
+ */
+
+/** One charge in the payment provider's ledger. */
+export interface Charge {
+  readonly chargeId: string;
+  readonly orderId: string;
+  readonly amount: number;
+  readonly idempotencyKey: string;
+  readonly chargedBy: string;
+}
+
+/** The payment provider: dedupes by idempotency key, like real providers do. */
+export class Ledger {
+  readonly byKey = new Map<string, Charge>();
+  readonly byOrder = new Map<string, Charge[]>();
+  #next = 0;
+
+  /** Charges once per idempotency key; a repeat returns the first charge. */
+  charge(orderId: string, amount: number, idempotencyKey: string, node: string): Charge {
+    const existing = this.byKey.get(idempotencyKey);
+    if (existing !== undefined) {
+      if (existing.orderId !== orderId || existing.amount !== amount) {
+        throw new KeelError("FAILED_PRECONDITION", "idempotency key reused for a different charge", {
+          details: { idempotencyKey },
+        });
+      }
+      return existing;
+    }
+    return this.chargeWithoutKey(orderId, amount, idempotencyKey, node);
+  }
+
+  /** What a buggy, non-idempotent handler would do. */
+  chargeWithoutKey(orderId: string, amount: number, idempotencyKey: string, node: string): Charge {
+    const charge: Charge = { chargeId: `ch_${++this.#next}`, orderId, amount, idempotencyKey, chargedBy: node };
+    this.byKey.set(idempotencyKey, charge);
+    const list = this.byOrder.get(orderId) ?? [];
+    list.push(charge);
+    this.byOrder.set(orderId, list);
+    return charge;
+  }
+}
+
+/** Stock per SKU, with reservations per order. Never goes negative. */
+export class Stock {
+  readonly available = new Map<string, number>();
+  readonly reservations = new Map<string, { sku: string; qty: number; committed: boolean }>();
+  readonly initial = new Map<string, number>();
+  /** Lowest stock level ever seen, to check the invariant over the whole run. */
+  lowWater = Number.POSITIVE_INFINITY;
+
+  constructor(initial: Record<string, number>) {
+    for (const [sku, qty] of Object.entries(initial)) {
+      this.available.set(sku, qty);
+      this.initial.set(sku, qty);
+      this.lowWater = Math.min(this.lowWater, qty);
+    }
+  }
+
+  /** Reserves stock for an order; a repeat for the same order is a no-op. */
+  reserve(orderId: string, sku: string, qty: number): void {
+    if (this.reservations.has(orderId)) return;
+    const have = this.available.get(sku);
+    if (have === undefined) throw new KeelError("NOT_FOUND", `unknown sku '${sku}'`);
+    if (have < qty) {
+      throw new KeelError("FAILED_PRECONDITION", `out of stock: ${sku}`, { details: { sku, available: have, qty } });
+    }
+    this.available.set(sku, have - qty);
+    this.lowWater = Math.min(this.lowWater, have - qty);
+    this.reservations.set(orderId, { sku, qty, committed: false });
+  }
+
+  /** Gives a reservation back; a repeat is a no-op. */
+  release(orderId: string): void {
+    const r = this.reservations.get(orderId);
+    if (r === undefined || r.committed) return;
+    this.reservations.delete(orderId);
+    this.available.set(r.sku, (this.available.get(r.sku) ?? 0) + r.qty);
+  }
+
+  /** Marks a reservation as sold. */
+  commit(orderId: string): void {
+    const r = this.reservations.get(orderId);
+    if (r !== undefined) r.committed = true;
+  }
+}
+
+/** Order status as the orders service records it. */
+export type OrderStatus = "pending" | "paid" | "rejected" | "failed";
+
+/** The orders table. */
+export class OrderBook {
+  readonly orders = new Map<string, { status: OrderStatus; sku: string; qty: number; amount: number }>();
+}

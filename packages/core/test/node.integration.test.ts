@@ -1,0 +1,543 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { z } from "zod";
+import {
+  type Context,
+  defineEvent,
+  defineService,
+  hasCode,
+  isKeelError,
+  jsonCodec,
+  KeelError,
+  WIRE_VERSION,
+} from "../src/index.ts";
+import { capture, cluster, memoryLogger } from "./support.ts";
+
+/** Abort reasons seen by handlers, per test. */
+type Seen = Array<{ node: string; code: string | undefined; remaining: number }>;
+
+function workService(seen: Seen = []) {
+  const body = async ({ ms }: { ms: number }, ctx: Context) => {
+    ctx.signal.addEventListener("abort", () => {
+      const reason = ctx.signal.reason as unknown;
+      seen.push({ node: ctx.node, code: isKeelError(reason) ? reason.code : undefined, remaining: ctx.remainingMs() });
+    });
+    await ctx.env.timers.sleep(ms, ctx.signal);
+    return { node: ctx.node };
+  };
+  return defineService("work")
+    .action("idem", { input: z.object({ ms: z.number() }), output: z.object({ node: z.string() }), idempotent: true, handler: body })
+    .action("once", { input: z.object({ ms: z.number() }), output: z.object({ node: z.string() }), handler: body });
+}
+
+describe("calls between nodes", () => {
+  it("returns typed results and carries caller, metadata and idempotency key", async () => {
+    await using c = cluster();
+    const seen: Array<Pick<Context, "caller" | "meta" | "idempotencyKey" | "node">> = [];
+    const echo = defineService("echo").action("say", {
+      input: z.object({ text: z.string() }),
+      output: z.object({ text: z.string() }),
+      handler: ({ text }, ctx) => {
+        seen.push({ caller: ctx.caller, meta: ctx.meta, idempotencyKey: ctx.idempotencyKey, node: ctx.node });
+        return { text: text.toUpperCase() };
+      },
+    });
+    const front = defineService("front").action("relay", {
+      input: z.string(),
+      output: z.string(),
+      handler: async (text, ctx) => (await ctx.call(echo, "say", { text }, { meta: { tenant: "t1" }, idempotencyKey: "k1" })).text,
+    });
+    c.add("a", [echo]);
+    const b = c.add("b", [front]);
+    await c.start();
+    const out = capture(b.call(front, "relay", "hello"));
+    await c.env.advance(1);
+    assert.equal(out.value, "HELLO");
+    assert.deepEqual(seen, [{ caller: { node: "b", service: "front" }, meta: { tenant: "t1" }, idempotencyKey: "k1", node: "a" }]);
+  });
+
+  it("rejects schema violations with INVALID_ARGUMENT and the failing path, on both paths", async () => {
+    await using c = cluster();
+    const svc = defineService("acct").action("open", {
+      input: z.object({ owner: z.object({ email: z.email() }) }),
+      output: z.object({ id: z.string() }),
+      handler: () => ({ id: "1" }),
+    });
+    const local = c.add("a", [svc]);
+    const remote = c.add("b");
+    await c.start();
+    for (const caller of [local, remote]) {
+      const out = capture(caller.call(svc, "open", { owner: { email: "nope" } }));
+      await c.env.advance(1);
+      assert.ok(hasCode(out.error, "INVALID_ARGUMENT"), String(out.error));
+      assert.match(out.error.message, /owner\.email/);
+      assert.deepEqual((out.error.details?.["issues"] as Array<{ path: string }>)[0]?.path, "owner.email");
+      assert.equal(out.error.retryable, false);
+    }
+  });
+
+  it("turns handler exceptions and bad outputs into INTERNAL without leaking them", async () => {
+    await using c = cluster();
+    const log = memoryLogger();
+    const svc = defineService("leaky")
+      .action("throws", { input: z.null(), output: z.null(), handler: () => { throw new Error("db password is hunter2"); } })
+      .action("badOutput", { input: z.null(), output: z.number(), handler: () => "not a number" as unknown as number });
+    c.add("a", [svc], { logger: log });
+    const b = c.add("b");
+    await c.start();
+    const thrown = capture(b.call(svc, "throws", null));
+    const bad = capture(b.call(svc, "badOutput", null));
+    await c.env.advance(1);
+    assert.ok(hasCode(thrown.error, "INTERNAL"));
+    assert.equal(thrown.error.remote, true);
+    assert.doesNotMatch(`${thrown.error.message} ${JSON.stringify(thrown.error.details)} ${thrown.error.stack}`, /hunter2/);
+    assert.ok(hasCode(bad.error, "INTERNAL"));
+    assert.match(bad.error.message, /output of leaky\.badOutput/);
+    assert.ok(log.lines.some((l) => l.level === "error" && /hunter2/.test(JSON.stringify(l.obj))), "the server logs the real error");
+  });
+
+  it("answers NOT_FOUND for an unknown action and UNAVAILABLE when nobody hosts the service", async () => {
+    await using c = cluster();
+    const svc = defineService("s").action("a", { input: z.null(), output: z.null(), handler: () => null });
+    const other = defineService("ghost").action("a", { input: z.null(), output: z.null(), handler: () => null });
+    c.add("a", [svc]);
+    const b = c.add("b");
+    await c.start();
+    const unknown = capture(b.call(svc, "zzz" as "a", null));
+    const nobody = capture(b.call(other, "a", null));
+    await c.env.advance(1);
+    assert.ok(hasCode(unknown.error, "NOT_FOUND"));
+    assert.ok(hasCode(nobody.error, "UNAVAILABLE"));
+    assert.equal(nobody.error.details?.["notProcessed"], true);
+  });
+});
+
+describe("failover and failure detection", () => {
+  it("detects a crashed node within 1 s and fails idempotent in-flight calls over", async () => {
+    await using c = cluster(7);
+    const work = workService();
+    const r1 = c.add("r1", [work]);
+    c.add("r2", [work]);
+    const caller = c.add("caller");
+    await c.start();
+    let downAt: number | undefined;
+    caller.registry.onChange((e) => {
+      if (e.kind === "node-down" && e.node === "r1") downAt = c.env.clock.now();
+    });
+    // Pin the first attempt to r1 with consistent hashing, then kill r1 mid-call.
+    let key = 0;
+    while ((await pinned(c, caller, work, String(key))) !== "r1") key++;
+    const out = capture(caller.call(work, "idem", { ms: 50 }, { balancer: "consistent-hash", hashKey: String(key), timeoutMs: 5000 }));
+    await c.env.advance(10);
+    const crashedAt = c.env.clock.now();
+    r1.crash();
+    await c.env.advance(1500);
+    assert.deepEqual(out.value, { node: "r2" });
+    assert.equal(caller.stats.failovers, 1);
+    assert.ok(downAt !== undefined && downAt - crashedAt <= 1000, `detected after ${(downAt ?? Infinity) - crashedAt} ms`);
+    assert.deepEqual(caller.registry.endpoints("work", 1).map((e) => e.node), ["r2"]);
+  });
+
+  it("does not re-run a non-idempotent call whose outcome is unknown", async () => {
+    await using c = cluster(7);
+    const work = workService();
+    const r1 = c.add("r1", [work]);
+    c.add("r2", [work]);
+    const caller = c.add("caller");
+    await c.start();
+    let key = 0;
+    while ((await pinned(c, caller, work, String(key))) !== "r1") key++;
+    const out = capture(caller.call(work, "once", { ms: 50 }, { balancer: "consistent-hash", hashKey: String(key), timeoutMs: 5000 }));
+    await c.env.advance(10);
+    r1.crash();
+    await c.env.advance(1500);
+    assert.ok(hasCode(out.error, "UNAVAILABLE"), String(out.error));
+    assert.match(out.error.message, /r1/);
+    assert.equal(caller.stats.failovers, 0);
+  });
+
+  it("drops an isolated node and takes it back when the partition heals", async () => {
+    await using c = cluster(3);
+    const work = workService();
+    c.add("r1", [work]);
+    const caller = c.add("caller");
+    await c.start();
+    c.network.isolate("r1");
+    await c.env.advance(1000);
+    assert.deepEqual(caller.registry.endpoints("work", 1), []);
+    c.network.heal();
+    await c.env.advance(500);
+    assert.deepEqual(caller.registry.endpoints("work", 1).map((e) => e.node), ["r1"]);
+    const out = capture(caller.call(work, "idem", { ms: 1 }));
+    await c.env.advance(5);
+    assert.deepEqual(out.value, { node: "r1" });
+  });
+
+  it("keeps working with lossy, duplicating, slow links", async () => {
+    await using c = cluster(11);
+    const work = workService();
+    c.add("r1", [work]);
+    c.add("r2", [work]);
+    const caller = c.add("caller");
+    c.network.setDefaultFaults({ latency: { kind: "exponential", mean: 2 }, duplicate: 0.2 });
+    await c.start();
+    await c.env.advance(50);
+    const outs = Array.from({ length: 200 }, () => capture(caller.call(work, "idem", { ms: 1 })));
+    await c.env.advance(1000);
+    assert.ok(outs.every((o) => o.done && o.error === undefined), "every call answered exactly once, despite duplicates");
+    assert.ok(c.network.stats.duplicated > 0);
+  });
+});
+
+describe("drain", () => {
+  it("finishes in-flight requests, sends new ones elsewhere, and answers stragglers after the grace period", async () => {
+    await using c = cluster(5);
+    const work = workService();
+    const r1 = c.add("r1", [work]);
+    c.add("r2", [work]);
+    const caller = c.add("caller");
+    await c.start();
+    let key = 0;
+    while ((await pinned(c, caller, work, String(key))) !== "r1") key++;
+    const opts = { balancer: "consistent-hash", hashKey: String(key) } as const;
+    const short = capture(caller.call(work, "once", { ms: 100 }, opts));
+    const long = capture(caller.call(work, "once", { ms: 5000 }, opts));
+    await c.env.advance(5);
+    const stopped = capture(r1.stop({ graceMs: 300 }));
+    await c.env.advance(1);
+    assert.equal(r1.state, "draining");
+    // New work with the same key now lands on r2: r1 announced it is draining.
+    const fresh = capture(caller.call(work, "once", { ms: 1 }, opts));
+    await c.env.advance(120);
+    assert.deepEqual(short.value, { node: "r1" }, "in-flight request finished during drain");
+    assert.deepEqual(fresh.value, { node: "r2" });
+    assert.equal(long.done, false);
+    await c.env.advance(300);
+    assert.ok(stopped.done);
+    assert.equal(r1.state, "stopped");
+    assert.ok(hasCode(long.error, "UNAVAILABLE"), "a straggler gets an answer, not silence");
+    assert.match(long.error.message, /stopped before the request finished/);
+  });
+
+  it("refuses a request that arrives while draining with a retryable not-processed UNAVAILABLE", async () => {
+    await using c = cluster(5);
+    const work = workService();
+    const r1 = c.add("r1", [work]);
+    const caller = c.add("caller");
+    await c.start();
+    // Slow the announce of the drain so a request crosses it.
+    c.network.setLink("r1", "caller", { latency: { kind: "fixed", ms: 50 } });
+    const busy = capture(caller.call(work, "once", { ms: 100 }));
+    await c.env.advance(1);
+    void r1.stop({ graceMs: 1000 });
+    const late = capture(caller.call(work, "once", { ms: 1 }));
+    await c.env.advance(60);
+    assert.ok(hasCode(late.error, "UNAVAILABLE"));
+    assert.equal(late.error.details?.["notProcessed"], true);
+    assert.equal(late.error.retryable, true);
+    await c.env.advance(200);
+    assert.deepEqual(busy.value, { node: "r1" });
+  });
+});
+
+describe("deadlines and cancellation", () => {
+  it("spends one budget across three hops and aborts the last callee when it runs out", async () => {
+    await using c = cluster();
+    const seen: Seen = [];
+    const budgets: Record<string, number> = {};
+    const cSvc = defineService("c").action("leaf", {
+      input: z.null(),
+      output: z.null(),
+      handler: async (_, ctx) => {
+        budgets["c"] = ctx.remainingMs();
+        ctx.signal.addEventListener("abort", () => {
+          const r = ctx.signal.reason as KeelError;
+          seen.push({ node: ctx.node, code: r.code, remaining: ctx.remainingMs() });
+        });
+        await ctx.env.timers.sleep(1000, ctx.signal);
+        return null;
+      },
+    });
+    const bSvc = defineService("b").action("mid", {
+      input: z.null(),
+      output: z.null(),
+      handler: async (_, ctx) => {
+        budgets["b"] = ctx.remainingMs();
+        await ctx.env.timers.sleep(60);
+        return ctx.call(cSvc, "leaf", null, { timeoutMs: 10_000 });
+      },
+    });
+    c.add("nc", [cSvc]);
+    c.add("nb", [bSvc]);
+    const a = c.add("na");
+    c.network.setDefaultFaults({ latency: { kind: "fixed", ms: 5 } });
+    await c.start();
+    await c.env.advance(20);
+    const t0 = c.env.clock.now();
+    const out = capture(a.call(bSvc, "mid", null, { timeoutMs: 100 }));
+    await c.env.advance(99);
+    assert.equal(out.done, false);
+    await c.env.advance(2);
+    assert.ok(hasCode(out.error, "DEADLINE_EXCEEDED"));
+    assert.equal(c.env.clock.now() - t0 >= 100, true);
+    // Each hop saw what was left when the frame was sent (transit time cannot be measured without
+    // synchronised clocks), never the 10 s the inner call asked for.
+    assert.equal(budgets["b"], 100);
+    assert.equal(budgets["c"], 40);
+    await c.env.advance(50);
+    assert.deepEqual(seen.map((s) => [s.node, s.code]), [["nc", "DEADLINE_EXCEEDED"]]);
+  });
+
+  it("fails fast when no budget is left, without sending", async () => {
+    await using c = cluster();
+    const work = workService();
+    c.add("r1", [work]);
+    const a = c.add("a");
+    await c.start();
+    const sent = c.network.stats.sent;
+    const out = capture(a.call(work, "idem", { ms: 1 }, { timeoutMs: 0 }));
+    await c.env.flush();
+    assert.ok(hasCode(out.error, "DEADLINE_EXCEEDED"));
+    assert.equal(c.network.stats.sent, sent);
+  });
+
+  it("delivers a cancel to the remote callee and to the callee's own downstream calls", async () => {
+    await using c = cluster();
+    const seen: Seen = [];
+    const work = workService(seen);
+    const mid = defineService("mid").action("go", {
+      input: z.null(),
+      output: z.object({ node: z.string() }),
+      handler: (_, ctx) => {
+        ctx.signal.addEventListener("abort", () => seen.push({ node: ctx.node, code: (ctx.signal.reason as KeelError).code, remaining: 0 }));
+        return ctx.call(work, "idem", { ms: 10_000 });
+      },
+    });
+    c.add("leaf", [work]);
+    c.add("m", [mid]);
+    const a = c.add("a");
+    await c.start();
+    const ac = new AbortController();
+    const out = capture(a.call(mid, "go", null, { signal: ac.signal }));
+    await c.env.advance(10);
+    ac.abort();
+    await c.env.advance(1);
+    assert.ok(hasCode(out.error, "CANCELLED"));
+    assert.deepEqual(
+      seen.map((s) => [s.node, s.code]).sort(),
+      [["leaf", "CANCELLED"], ["m", "CANCELLED"]],
+    );
+  });
+
+  it("honours deadlines and cancellation on the same-node fast path", async () => {
+    await using c = cluster();
+    const seen: Seen = [];
+    const work = workService(seen);
+    const a = c.add("a", [work]);
+    await c.start();
+    const timedOut = capture(a.call(work, "idem", { ms: 1000 }, { timeoutMs: 50 }));
+    const ac = new AbortController();
+    const aborted = capture(a.call(work, "idem", { ms: 1000 }, { signal: ac.signal }));
+    await c.env.advance(10);
+    ac.abort();
+    await c.env.advance(45);
+    assert.ok(hasCode(timedOut.error, "DEADLINE_EXCEEDED"));
+    assert.ok(hasCode(aborted.error, "CANCELLED"));
+    assert.deepEqual(seen.map((s) => s.code).sort(), ["CANCELLED", "DEADLINE_EXCEEDED"]);
+  });
+});
+
+describe("balancing and versions", () => {
+  it("routes a 5 % canary within tolerance", async () => {
+    await using c = cluster(21);
+    const v1 = defineService("orders", { version: 1 }).action("get", { input: z.null(), output: z.number(), handler: () => 1 });
+    const v2 = defineService("orders", { version: 2 }).action("get", { input: z.null(), output: z.number(), handler: () => 2 });
+    c.add("o1", [v1]);
+    c.add("o2", [v2]);
+    const a = c.add("a");
+    await c.start();
+    const client = a.client(v1, { versions: { 1: 95, 2: 5 } });
+    const n = 4000;
+    const outs = Array.from({ length: n }, () => capture(client.get(null)));
+    await c.env.advance(10);
+    const v2share = outs.filter((o) => o.value === 2).length / n;
+    assert.ok(outs.every((o) => o.done && o.error === undefined));
+    assert.ok(Math.abs(v2share - 0.05) < 0.015, `v2 got ${(v2share * 100).toFixed(2)} %`);
+  });
+
+  it("keeps a key on one node with consistent hashing and prefers local endpoints when asked", async () => {
+    await using c = cluster(4);
+    const work = workService();
+    c.add("r1", [work]);
+    c.add("r2", [work]);
+    const local = c.add("r3", [work]);
+    await c.start();
+    const nodes = new Set<string>();
+    for (let i = 0; i < 20; i++) nodes.add(await pinned(c, local, work, "customer-42"));
+    assert.equal(nodes.size, 1);
+    const out = capture(local.call(work, "idem", { ms: 1 }, { balancer: "prefer-local" }));
+    await c.env.advance(2);
+    assert.deepEqual(out.value, { node: "r3" });
+  });
+
+  it("spreads load over replicas with p2c", async () => {
+    await using c = cluster(9);
+    const work = workService();
+    c.add("r1", [work]);
+    c.add("r2", [work]);
+    c.add("r3", [work]);
+    const a = c.add("a");
+    await c.start();
+    const outs = Array.from({ length: 300 }, () => capture(a.call(work, "idem", { ms: 5 })));
+    await c.env.advance(50);
+    const counts = new Map<string, number>();
+    for (const o of outs) counts.set(o.value!.node, (counts.get(o.value!.node) ?? 0) + 1);
+    assert.equal(counts.size, 3);
+    for (const n of counts.values()) assert.ok(n > 50, JSON.stringify([...counts]));
+  });
+});
+
+describe("events", () => {
+  it("emits to one node per subscribing service and broadcasts to every subscriber", async () => {
+    await using c = cluster(2);
+    const got: string[] = [];
+    const paid = defineEvent("order.paid", z.object({ id: z.string() }));
+    const mailer = defineService("mailer").on(paid, (p, ctx) => {
+      got.push(`mailer@${ctx.node}:${p.id}:${ctx.from}`);
+    });
+    const ledger = defineService("ledger").on(paid, (p, ctx) => {
+      got.push(`ledger@${ctx.node}:${p.id}`);
+    });
+    c.add("m1", [mailer]);
+    c.add("m2", [mailer, ledger]);
+    const a = c.add("a");
+    await c.start();
+    a.emit(paid, { id: "o1" });
+    await c.env.advance(1);
+    assert.equal(got.filter((g) => g.startsWith("mailer")).length, 1);
+    assert.deepEqual(got.filter((g) => g.startsWith("ledger")), ["ledger@m2:o1"]);
+    got.length = 0;
+    a.broadcast(paid, { id: "o2" });
+    await c.env.advance(1);
+    assert.deepEqual(got.sort(), ["ledger@m2:o2", "mailer@m1:o2:a", "mailer@m2:o2:a"]);
+    assert.throws(() => a.emit(paid, { id: 3 } as unknown as { id: string }), (e) => hasCode(e, "INVALID_ARGUMENT"));
+  });
+});
+
+describe("bad input on the wire", () => {
+  const svc = defineService("s").action("a", { input: z.null(), output: z.null(), handler: () => null });
+
+  it("refuses malformed, truncated, oversized and unknown-version frames and keeps serving", async () => {
+    await using c = cluster();
+    const log = memoryLogger();
+    const node = c.add("a", [svc], { logger: log, maxFrameBytes: 4096 });
+    const peer = c.add("b");
+    await c.start();
+    const valid = jsonCodec.encode({ v: WIRE_VERSION, k: "hb", from: "b", seq: 0 });
+    const frames = [
+      new Uint8Array([0xff, 0x00, 0x13]),
+      valid.subarray(0, valid.length - 3),
+      new TextEncoder().encode(JSON.stringify({ v: 2, k: "hb", from: "b", seq: 0 })),
+      new Uint8Array(5000).fill(0x20),
+      new TextEncoder().encode(JSON.stringify({ v: 1, k: "teleport", from: "b" })),
+    ];
+    for (const f of frames) c.network.inject("b", "a", f);
+    await c.env.advance(1);
+    assert.equal(node.stats.protocolErrors, frames.length);
+    assert.equal(peer.stats.protocolErrors, frames.length, "the sender was told each time");
+    const messages = log.lines.filter((l) => l.msg === "refused a malformed frame").map((l) => JSON.stringify(l.obj));
+    assert.equal(messages.length, frames.length);
+    assert.ok(messages.some((m) => /unsupported wire version 2/.test(m)));
+    assert.ok(messages.some((m) => /exceeds the limit of 4096/.test(m)));
+    const still = capture(peer.call(svc, "a", null));
+    await c.env.advance(1);
+    assert.equal(still.error, undefined);
+    assert.equal(node.state, "ready");
+  });
+
+  it("answers a malformed request by its id so the caller fails fast", async () => {
+    await using c = cluster();
+    c.add("a", [svc]);
+    const peer = c.add("b");
+    await c.start();
+    const replies: unknown[] = [];
+    // Speak as a raw client: a request whose deadline is not a number.
+    const raw = c.network.transport("mallory");
+    await raw.connect();
+    const reader = (async () => {
+      for await (const f of raw) replies.push(jsonCodec.decode(f.frame, 1 << 20));
+    })();
+    raw.send("a", new TextEncoder().encode(JSON.stringify({ v: 1, k: "req", id: "x1", from: "mallory", svc: "s", ver: 1, act: "a", dl: "soon", p: null })));
+    await c.env.advance(1);
+    assert.equal(replies.length, 1);
+    const res = replies[0] as { k: string; id: string; ok: boolean; err: { code: string; message: string } };
+    assert.equal(res.k, "res");
+    assert.equal(res.id, "x1");
+    assert.equal(res.err.code, "PROTOCOL");
+    assert.match(res.err.message, /'dl'/);
+    await raw.close();
+    await reader;
+    assert.equal(peer.state, "ready");
+  });
+
+  it("refuses an oversized payload before sending it", async () => {
+    await using c = cluster();
+    const big = defineService("big").action("put", { input: z.string(), output: z.null(), handler: () => null });
+    c.add("a", [big]);
+    const b = c.add("b", [], { maxFrameBytes: 1024 });
+    await c.start();
+    const sent = c.network.stats.sent;
+    const out = capture(b.call(big, "put", "x".repeat(2000)));
+    await c.env.advance(1);
+    assert.ok(hasCode(out.error, "PROTOCOL"));
+    assert.deepEqual(out.error.details?.["limit"], 1024);
+    assert.equal(c.network.stats.sent, sent);
+  });
+});
+
+describe("lifecycle and configuration", () => {
+  it("refuses bad options and definitions at definition time", () => {
+    const isConfig = (e: unknown) => e instanceof KeelError && e.code === "CONFIGURATION";
+    assert.throws(() => defineService("bad name!"), isConfig);
+    assert.throws(() => defineService("ok", { version: 0 }), isConfig);
+    assert.throws(() => defineService("ok").action("x", { input: {} as never, output: z.null(), handler: () => null }), isConfig);
+    const s = defineService("ok").action("x", { input: z.null(), output: z.null(), handler: () => null });
+    assert.throws(() => s.action("x" as never, { input: z.null(), output: z.null(), handler: () => null }), isConfig);
+    assert.throws(() => defineEvent("", z.null()), isConfig);
+    const c = cluster();
+    assert.throws(() => c.add("bad id with spaces"), isConfig);
+    assert.throws(() => c.add("n1", [s, s]), isConfig);
+    assert.throws(() => c.add("n2", [], { heartbeatIntervalMs: 500, failureTimeoutMs: 400 }), isConfig);
+    assert.throws(() => c.add("n3", [], { defaultTimeoutMs: -1 }), isConfig);
+    assert.throws(() => c.network.setLink("a", "b", { drop: 2 }), isConfig);
+  });
+
+  it("moves through its lifecycle and refuses calls when not running", async () => {
+    await using c = cluster();
+    const s = defineService("s").action("a", { input: z.null(), output: z.null(), handler: () => null });
+    const n = c.add("a", [s]);
+    const states: string[] = [];
+    n.onStateChange((st) => states.push(st));
+    await assert.rejects(n.call(s, "a", null), (e) => hasCode(e, "UNAVAILABLE"));
+    await c.start();
+    await assert.rejects(n.start(), (e) => hasCode(e, "FAILED_PRECONDITION"));
+    const stopping = n.stop();
+    await c.env.advance(1);
+    await stopping;
+    assert.deepEqual(states, ["starting", "ready", "draining", "stopped"]);
+    await assert.rejects(n.call(s, "a", null), (e) => hasCode(e, "UNAVAILABLE"));
+  });
+});
+
+/** Which node a consistent-hash call with `key` lands on. */
+async function pinned(
+  c: ReturnType<typeof cluster>,
+  from: ReturnType<ReturnType<typeof cluster>["add"]>,
+  work: ReturnType<typeof workService>,
+  key: string,
+): Promise<string> {
+  const out = capture(from.call(work, "idem", { ms: 1 }, { balancer: "consistent-hash", hashKey: key }));
+  await c.env.advance(2);
+  assert.ok(out.value !== undefined, String(out.error));
+  return out.value.node;
+}

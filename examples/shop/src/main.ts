@@ -26,7 +26,8 @@ function fail(message: string): never {
 }
 
 function print(report: ShopReport, seed: string): void {
-  const pct = (n: number) => (report.placed === 0 ? "0.00" : ((100 * n) / report.placed).toFixed(2));
+  const pct = (n: number) =>
+    report.placed === 0 ? "0.00" : ((100 * n) / report.placed).toFixed(2);
   const failures = Object.entries(report.failuresByCode)
     .map(([code, n]) => `${code} ${n}`)
     .join(", ");
@@ -71,14 +72,18 @@ if (values.help) {
   process.exit(0);
 }
 const duration = Number(values.duration);
-if (!(Number.isFinite(duration) && duration > 0 && duration <= 3600)) fail("--duration must be a number of seconds in (0, 3600]");
+if (!(Number.isFinite(duration) && duration > 0 && duration <= 3600))
+  fail("--duration must be a number of seconds in (0, 3600]");
 const shoppers = Number(values.shoppers);
-if (!(Number.isInteger(shoppers) && shoppers > 0 && shoppers <= 1000)) fail("--shoppers must be an integer in [1, 1000]");
+if (!(Number.isInteger(shoppers) && shoppers > 0 && shoppers <= 1000))
+  fail("--shoppers must be an integer in [1, 1000]");
 
 const seed = values.seed ?? String(Math.floor(Math.random() * 1e9));
 const env = createRealEnv({ seed });
 if (!values.json) {
-  process.stdout.write(`Running the shop for ${duration} s with ${shoppers} shoppers (seed ${seed})...\n`);
+  process.stdout.write(
+    `Running the shop for ${duration} s with ${shoppers} shoppers (seed ${seed})...\n`,
+  );
 }
 const report = await runShop({
   env,

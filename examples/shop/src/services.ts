@@ -59,7 +59,8 @@ export function paymentsService(ledger: Ledger, options: PaymentsOptions = {}) {
     idempotent: true,
     handler: async ({ orderId, amount }, ctx) => {
       const key = ctx.idempotencyKey;
-      if (key === undefined) throw new KeelError("INVALID_ARGUMENT", "charge needs an idempotency key");
+      if (key === undefined)
+        throw new KeelError("INVALID_ARGUMENT", "charge needs an idempotency key");
       // The provider takes a few milliseconds; the charge lands before the reply is sent.
       await ctx.env.timers.sleep(2 + 4 * ctx.env.random.next(), ctx.signal);
       const charge = options.buggyNotIdempotent
@@ -72,9 +73,16 @@ export function paymentsService(ledger: Ledger, options: PaymentsOptions = {}) {
 }
 
 /** Orders: reserve stock, charge, record, announce. */
-export function ordersService(book: OrderBook, inventory: ReturnType<typeof inventoryService>, payments: ReturnType<typeof paymentsService>) {
+export function ordersService(
+  book: OrderBook,
+  inventory: ReturnType<typeof inventoryService>,
+  payments: ReturnType<typeof paymentsService>,
+) {
   return defineService("orders", { version: 1 }).action("place", {
-    input: z.object({ sku: z.enum(Object.keys(PRICES) as [string, ...string[]]), qty: z.number().int().min(1).max(5) }),
+    input: z.object({
+      sku: z.enum(Object.keys(PRICES) as [string, ...string[]]),
+      qty: z.number().int().min(1).max(5),
+    }),
     output: z.object({
       orderId: z.string(),
       status: z.enum(["paid", "rejected"]),

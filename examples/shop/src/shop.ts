@@ -72,7 +72,10 @@ export async function runShop(options: ShopOptions): Promise<ShopReport> {
     options.onEvent?.(atMs, what);
   };
 
-  const network = createInProcessNetwork({ env, faults: { latency: { kind: "uniform", min: 0.1, max: 0.6 } } });
+  const network = createInProcessNetwork({
+    env,
+    faults: { latency: { kind: "uniform", min: 0.1, max: 0.6 } },
+  });
   const ledger = new Ledger();
   const stock = new Stock({
     "espresso-beans": 100_000,
@@ -120,7 +123,12 @@ export async function runShop(options: ShopOptions): Promise<ShopReport> {
       const sku = skus[random.int(skus.length)] ?? "grinder";
       const t0 = env.clock.now();
       try {
-        const res = await gateway.call(orders, "place", { sku, qty: 1 + random.int(2) }, { timeoutMs: 5000 });
+        const res = await gateway.call(
+          orders,
+          "place",
+          { sku, qty: 1 + random.int(2) },
+          { timeoutMs: 5000 },
+        );
         told.set(res.orderId, res.status);
         if (res.status === "paid") paid++;
         else rejected++;
@@ -154,7 +162,9 @@ export async function runShop(options: ShopOptions): Promise<ShopReport> {
   // ---- invariants ----
   const invariants: Array<{ name: string; ok: boolean; detail: string }> = [];
   const paidOrders = [...told].filter(([, s]) => s === "paid").map(([id]) => id);
-  const lost = paidOrders.filter((id) => book.orders.get(id)?.status !== "paid" || !ledger.byOrder.has(id));
+  const lost = paidOrders.filter(
+    (id) => book.orders.get(id)?.status !== "paid" || !ledger.byOrder.has(id),
+  );
   invariants.push({
     name: "no lost paid order",
     ok: lost.length === 0,

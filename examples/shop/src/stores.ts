@@ -25,9 +25,13 @@ export class Ledger {
     const existing = this.byKey.get(idempotencyKey);
     if (existing !== undefined) {
       if (existing.orderId !== orderId || existing.amount !== amount) {
-        throw new KeelError("FAILED_PRECONDITION", "idempotency key reused for a different charge", {
-          details: { idempotencyKey },
-        });
+        throw new KeelError(
+          "FAILED_PRECONDITION",
+          "idempotency key reused for a different charge",
+          {
+            details: { idempotencyKey },
+          },
+        );
       }
       return existing;
     }
@@ -36,7 +40,13 @@ export class Ledger {
 
   /** What a buggy, non-idempotent handler would do. */
   chargeWithoutKey(orderId: string, amount: number, idempotencyKey: string, node: string): Charge {
-    const charge: Charge = { chargeId: `ch_${++this.#next}`, orderId, amount, idempotencyKey, chargedBy: node };
+    const charge: Charge = {
+      chargeId: `ch_${++this.#next}`,
+      orderId,
+      amount,
+      idempotencyKey,
+      chargedBy: node,
+    };
     this.byKey.set(idempotencyKey, charge);
     const list = this.byOrder.get(orderId) ?? [];
     list.push(charge);
@@ -67,7 +77,9 @@ export class Stock {
     const have = this.available.get(sku);
     if (have === undefined) throw new KeelError("NOT_FOUND", `unknown sku '${sku}'`);
     if (have < qty) {
-      throw new KeelError("FAILED_PRECONDITION", `out of stock: ${sku}`, { details: { sku, available: have, qty } });
+      throw new KeelError("FAILED_PRECONDITION", `out of stock: ${sku}`, {
+        details: { sku, available: have, qty },
+      });
     }
     this.available.set(sku, have - qty);
     this.lowWater = Math.min(this.lowWater, have - qty);
@@ -94,5 +106,8 @@ export type OrderStatus = "pending" | "paid" | "rejected" | "failed";
 
 /** The orders table. */
 export class OrderBook {
-  readonly orders = new Map<string, { status: OrderStatus; sku: string; qty: number; amount: number }>();
+  readonly orders = new Map<
+    string,
+    { status: OrderStatus; sku: string; qty: number; amount: number }
+  >();
 }

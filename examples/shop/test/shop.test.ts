@@ -34,7 +34,10 @@ describe("shop example", () => {
     const crash = report.timeline.find((t) => t.what.startsWith("crashed payments-1"));
     const detected = report.timeline.find((t) => t.what.includes("stopped routing to payments-1"));
     assert.ok(crash !== undefined && detected !== undefined);
-    assert.ok(detected.atMs - crash.atMs <= 1000, `detected after ${detected.atMs - crash.atMs} ms`);
+    assert.ok(
+      detected.atMs - crash.atMs <= 1000,
+      `detected after ${detected.atMs - crash.atMs} ms`,
+    );
     assert.ok(report.timeline.some((t) => t.what === "gateway sees payments-1 again"));
   });
 

@@ -34,8 +34,8 @@ export {
   type AnyAction,
   type AnyService,
   type BalancerName,
-  type CallOptions,
   type Caller,
+  type CallOptions,
   type Client,
   type Context,
   createJsonLogger,
@@ -65,7 +65,12 @@ export {
   type Subscription,
   silentLogger,
 } from "./runtime/index.ts";
-export { type IssueDetail, isStandardSchema, type StandardSchemaV1, validate } from "./schema/index.ts";
+export {
+  type IssueDetail,
+  isStandardSchema,
+  type StandardSchemaV1,
+  validate,
+} from "./schema/index.ts";
 export {
   checkFaults,
   createInProcessNetwork,

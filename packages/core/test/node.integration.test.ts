@@ -20,14 +20,27 @@ function workService(seen: Seen = []) {
   const body = async ({ ms }: { ms: number }, ctx: Context) => {
     ctx.signal.addEventListener("abort", () => {
       const reason = ctx.signal.reason as unknown;
-      seen.push({ node: ctx.node, code: isKeelError(reason) ? reason.code : undefined, remaining: ctx.remainingMs() });
+      seen.push({
+        node: ctx.node,
+        code: isKeelError(reason) ? reason.code : undefined,
+        remaining: ctx.remainingMs(),
+      });
     });
     await ctx.env.timers.sleep(ms, ctx.signal);
     return { node: ctx.node };
   };
   return defineService("work")
-    .action("idem", { input: z.object({ ms: z.number() }), output: z.object({ node: z.string() }), idempotent: true, handler: body })
-    .action("once", { input: z.object({ ms: z.number() }), output: z.object({ node: z.string() }), handler: body });
+    .action("idem", {
+      input: z.object({ ms: z.number() }),
+      output: z.object({ node: z.string() }),
+      idempotent: true,
+      handler: body,
+    })
+    .action("once", {
+      input: z.object({ ms: z.number() }),
+      output: z.object({ node: z.string() }),
+      handler: body,
+    });
 }
 
 describe("calls between nodes", () => {
@@ -38,14 +51,21 @@ describe("calls between nodes", () => {
       input: z.object({ text: z.string() }),
       output: z.object({ text: z.string() }),
       handler: ({ text }, ctx) => {
-        seen.push({ caller: ctx.caller, meta: ctx.meta, idempotencyKey: ctx.idempotencyKey, node: ctx.node });
+        seen.push({
+          caller: ctx.caller,
+          meta: ctx.meta,
+          idempotencyKey: ctx.idempotencyKey,
+          node: ctx.node,
+        });
         return { text: text.toUpperCase() };
       },
     });
     const front = defineService("front").action("relay", {
       input: z.string(),
       output: z.string(),
-      handler: async (text, ctx) => (await ctx.call(echo, "say", { text }, { meta: { tenant: "t1" }, idempotencyKey: "k1" })).text,
+      handler: async (text, ctx) =>
+        (await ctx.call(echo, "say", { text }, { meta: { tenant: "t1" }, idempotencyKey: "k1" }))
+          .text,
     });
     c.add("a", [echo]);
     const b = c.add("b", [front]);
@@ -53,7 +73,14 @@ describe("calls between nodes", () => {
     const out = capture(b.call(front, "relay", "hello"));
     await c.env.advance(1);
     assert.equal(out.value, "HELLO");
-    assert.deepEqual(seen, [{ caller: { node: "b", service: "front" }, meta: { tenant: "t1" }, idempotencyKey: "k1", node: "a" }]);
+    assert.deepEqual(seen, [
+      {
+        caller: { node: "b", service: "front" },
+        meta: { tenant: "t1" },
+        idempotencyKey: "k1",
+        node: "a",
+      },
+    ]);
   });
 
   it("rejects schema violations with INVALID_ARGUMENT and the failing path, on both paths", async () => {
@@ -71,7 +98,10 @@ describe("calls between nodes", () => {
       await c.env.advance(1);
       assert.ok(hasCode(out.error, "INVALID_ARGUMENT"), String(out.error));
       assert.match(out.error.message, /owner\.email/);
-      assert.deepEqual((out.error.details?.["issues"] as Array<{ path: string }>)[0]?.path, "owner.email");
+      assert.deepEqual(
+        (out.error.details?.["issues"] as Array<{ path: string }> | undefined)?.[0]?.path,
+        "owner.email",
+      );
       assert.equal(out.error.retryable, false);
     }
   });
@@ -80,8 +110,18 @@ describe("calls between nodes", () => {
     await using c = cluster();
     const log = memoryLogger();
     const svc = defineService("leaky")
-      .action("throws", { input: z.null(), output: z.null(), handler: () => { throw new Error("db password is hunter2"); } })
-      .action("badOutput", { input: z.null(), output: z.number(), handler: () => "not a number" as unknown as number });
+      .action("throws", {
+        input: z.null(),
+        output: z.null(),
+        handler: () => {
+          throw new Error("db password is hunter2");
+        },
+      })
+      .action("badOutput", {
+        input: z.null(),
+        output: z.number(),
+        handler: () => "not a number" as unknown as number,
+      });
     c.add("a", [svc], { logger: log });
     const b = c.add("b");
     await c.start();
@@ -90,16 +130,30 @@ describe("calls between nodes", () => {
     await c.env.advance(1);
     assert.ok(hasCode(thrown.error, "INTERNAL"));
     assert.equal(thrown.error.remote, true);
-    assert.doesNotMatch(`${thrown.error.message} ${JSON.stringify(thrown.error.details)} ${thrown.error.stack}`, /hunter2/);
+    assert.doesNotMatch(
+      `${thrown.error.message} ${JSON.stringify(thrown.error.details)} ${thrown.error.stack}`,
+      /hunter2/,
+    );
     assert.ok(hasCode(bad.error, "INTERNAL"));
     assert.match(bad.error.message, /output of leaky\.badOutput/);
-    assert.ok(log.lines.some((l) => l.level === "error" && /hunter2/.test(JSON.stringify(l.obj))), "the server logs the real error");
+    assert.ok(
+      log.lines.some((l) => l.level === "error" && /hunter2/.test(JSON.stringify(l.obj))),
+      "the server logs the real error",
+    );
   });
 
   it("answers NOT_FOUND for an unknown action and UNAVAILABLE when nobody hosts the service", async () => {
     await using c = cluster();
-    const svc = defineService("s").action("a", { input: z.null(), output: z.null(), handler: () => null });
-    const other = defineService("ghost").action("a", { input: z.null(), output: z.null(), handler: () => null });
+    const svc = defineService("s").action("a", {
+      input: z.null(),
+      output: z.null(),
+      handler: () => null,
+    });
+    const other = defineService("ghost").action("a", {
+      input: z.null(),
+      output: z.null(),
+      handler: () => null,
+    });
     c.add("a", [svc]);
     const b = c.add("b");
     await c.start();
@@ -127,15 +181,28 @@ describe("failover and failure detection", () => {
     // Pin the first attempt to r1 with consistent hashing, then kill r1 mid-call.
     let key = 0;
     while ((await pinned(c, caller, work, String(key))) !== "r1") key++;
-    const out = capture(caller.call(work, "idem", { ms: 50 }, { balancer: "consistent-hash", hashKey: String(key), timeoutMs: 5000 }));
+    const out = capture(
+      caller.call(
+        work,
+        "idem",
+        { ms: 50 },
+        { balancer: "consistent-hash", hashKey: String(key), timeoutMs: 5000 },
+      ),
+    );
     await c.env.advance(10);
     const crashedAt = c.env.clock.now();
     r1.crash();
     await c.env.advance(1500);
     assert.deepEqual(out.value, { node: "r2" });
     assert.equal(caller.stats.failovers, 1);
-    assert.ok(downAt !== undefined && downAt - crashedAt <= 1000, `detected after ${(downAt ?? Infinity) - crashedAt} ms`);
-    assert.deepEqual(caller.registry.endpoints("work", 1).map((e) => e.node), ["r2"]);
+    assert.ok(
+      downAt !== undefined && downAt - crashedAt <= 1000,
+      `detected after ${(downAt ?? Infinity) - crashedAt} ms`,
+    );
+    assert.deepEqual(
+      caller.registry.endpoints("work", 1).map((e) => e.node),
+      ["r2"],
+    );
   });
 
   it("does not re-run a non-idempotent call whose outcome is unknown", async () => {
@@ -147,7 +214,14 @@ describe("failover and failure detection", () => {
     await c.start();
     let key = 0;
     while ((await pinned(c, caller, work, String(key))) !== "r1") key++;
-    const out = capture(caller.call(work, "once", { ms: 50 }, { balancer: "consistent-hash", hashKey: String(key), timeoutMs: 5000 }));
+    const out = capture(
+      caller.call(
+        work,
+        "once",
+        { ms: 50 },
+        { balancer: "consistent-hash", hashKey: String(key), timeoutMs: 5000 },
+      ),
+    );
     await c.env.advance(10);
     r1.crash();
     await c.env.advance(1500);
@@ -167,7 +241,10 @@ describe("failover and failure detection", () => {
     assert.deepEqual(caller.registry.endpoints("work", 1), []);
     c.network.heal();
     await c.env.advance(500);
-    assert.deepEqual(caller.registry.endpoints("work", 1).map((e) => e.node), ["r1"]);
+    assert.deepEqual(
+      caller.registry.endpoints("work", 1).map((e) => e.node),
+      ["r1"],
+    );
     const out = capture(caller.call(work, "idem", { ms: 1 }));
     await c.env.advance(5);
     assert.deepEqual(out.value, { node: "r1" });
@@ -184,7 +261,10 @@ describe("failover and failure detection", () => {
     await c.env.advance(50);
     const outs = Array.from({ length: 200 }, () => capture(caller.call(work, "idem", { ms: 1 })));
     await c.env.advance(1000);
-    assert.ok(outs.every((o) => o.done && o.error === undefined), "every call answered exactly once, despite duplicates");
+    assert.ok(
+      outs.every((o) => o.done && o.error === undefined),
+      "every call answered exactly once, despite duplicates",
+    );
     assert.ok(c.network.stats.duplicated > 0);
   });
 });
@@ -285,7 +365,10 @@ describe("deadlines and cancellation", () => {
     assert.equal(budgets["b"], 100);
     assert.equal(budgets["c"], 40);
     await c.env.advance(50);
-    assert.deepEqual(seen.map((s) => [s.node, s.code]), [["nc", "DEADLINE_EXCEEDED"]]);
+    assert.deepEqual(
+      seen.map((s) => [s.node, s.code]),
+      [["nc", "DEADLINE_EXCEEDED"]],
+    );
   });
 
   it("fails fast when no budget is left, without sending", async () => {
@@ -309,7 +392,9 @@ describe("deadlines and cancellation", () => {
       input: z.null(),
       output: z.object({ node: z.string() }),
       handler: (_, ctx) => {
-        ctx.signal.addEventListener("abort", () => seen.push({ node: ctx.node, code: (ctx.signal.reason as KeelError).code, remaining: 0 }));
+        ctx.signal.addEventListener("abort", () =>
+          seen.push({ node: ctx.node, code: (ctx.signal.reason as KeelError).code, remaining: 0 }),
+        );
         return ctx.call(work, "idem", { ms: 10_000 });
       },
     });
@@ -323,10 +408,10 @@ describe("deadlines and cancellation", () => {
     ac.abort();
     await c.env.advance(1);
     assert.ok(hasCode(out.error, "CANCELLED"));
-    assert.deepEqual(
-      seen.map((s) => [s.node, s.code]).sort(),
-      [["leaf", "CANCELLED"], ["m", "CANCELLED"]],
-    );
+    assert.deepEqual(seen.map((s) => [s.node, s.code]).sort(), [
+      ["leaf", "CANCELLED"],
+      ["m", "CANCELLED"],
+    ]);
   });
 
   it("honours deadlines and cancellation on the same-node fast path", async () => {
@@ -350,8 +435,16 @@ describe("deadlines and cancellation", () => {
 describe("balancing and versions", () => {
   it("routes a 5 % canary within tolerance", async () => {
     await using c = cluster(21);
-    const v1 = defineService("orders", { version: 1 }).action("get", { input: z.null(), output: z.number(), handler: () => 1 });
-    const v2 = defineService("orders", { version: 2 }).action("get", { input: z.null(), output: z.number(), handler: () => 2 });
+    const v1 = defineService("orders", { version: 1 }).action("get", {
+      input: z.null(),
+      output: z.number(),
+      handler: () => 1,
+    });
+    const v2 = defineService("orders", { version: 2 }).action("get", {
+      input: z.null(),
+      output: z.number(),
+      handler: () => 2,
+    });
     c.add("o1", [v1]);
     c.add("o2", [v2]);
     const a = c.add("a");
@@ -415,17 +508,27 @@ describe("events", () => {
     a.emit(paid, { id: "o1" });
     await c.env.advance(1);
     assert.equal(got.filter((g) => g.startsWith("mailer")).length, 1);
-    assert.deepEqual(got.filter((g) => g.startsWith("ledger")), ["ledger@m2:o1"]);
+    assert.deepEqual(
+      got.filter((g) => g.startsWith("ledger")),
+      ["ledger@m2:o1"],
+    );
     got.length = 0;
     a.broadcast(paid, { id: "o2" });
     await c.env.advance(1);
     assert.deepEqual(got.sort(), ["ledger@m2:o2", "mailer@m1:o2:a", "mailer@m2:o2:a"]);
-    assert.throws(() => a.emit(paid, { id: 3 } as unknown as { id: string }), (e) => hasCode(e, "INVALID_ARGUMENT"));
+    assert.throws(
+      () => a.emit(paid, { id: 3 } as unknown as { id: string }),
+      (e) => hasCode(e, "INVALID_ARGUMENT"),
+    );
   });
 });
 
 describe("bad input on the wire", () => {
-  const svc = defineService("s").action("a", { input: z.null(), output: z.null(), handler: () => null });
+  const svc = defineService("s").action("a", {
+    input: z.null(),
+    output: z.null(),
+    handler: () => null,
+  });
 
   it("refuses malformed, truncated, oversized and unknown-version frames and keeps serving", async () => {
     await using c = cluster();
@@ -445,7 +548,9 @@ describe("bad input on the wire", () => {
     await c.env.advance(1);
     assert.equal(node.stats.protocolErrors, frames.length);
     assert.equal(peer.stats.protocolErrors, frames.length, "the sender was told each time");
-    const messages = log.lines.filter((l) => l.msg === "refused a malformed frame").map((l) => JSON.stringify(l.obj));
+    const messages = log.lines
+      .filter((l) => l.msg === "refused a malformed frame")
+      .map((l) => JSON.stringify(l.obj));
     assert.equal(messages.length, frames.length);
     assert.ok(messages.some((m) => /unsupported wire version 2/.test(m)));
     assert.ok(messages.some((m) => /exceeds the limit of 4096/.test(m)));
@@ -467,10 +572,30 @@ describe("bad input on the wire", () => {
     const reader = (async () => {
       for await (const f of raw) replies.push(jsonCodec.decode(f.frame, 1 << 20));
     })();
-    raw.send("a", new TextEncoder().encode(JSON.stringify({ v: 1, k: "req", id: "x1", from: "mallory", svc: "s", ver: 1, act: "a", dl: "soon", p: null })));
+    raw.send(
+      "a",
+      new TextEncoder().encode(
+        JSON.stringify({
+          v: 1,
+          k: "req",
+          id: "x1",
+          from: "mallory",
+          svc: "s",
+          ver: 1,
+          act: "a",
+          dl: "soon",
+          p: null,
+        }),
+      ),
+    );
     await c.env.advance(1);
     assert.equal(replies.length, 1);
-    const res = replies[0] as { k: string; id: string; ok: boolean; err: { code: string; message: string } };
+    const res = replies[0] as {
+      k: string;
+      id: string;
+      ok: boolean;
+      err: { code: string; message: string };
+    };
     assert.equal(res.k, "res");
     assert.equal(res.id, "x1");
     assert.equal(res.err.code, "PROTOCOL");
@@ -482,7 +607,11 @@ describe("bad input on the wire", () => {
 
   it("refuses an oversized payload before sending it", async () => {
     await using c = cluster();
-    const big = defineService("big").action("put", { input: z.string(), output: z.null(), handler: () => null });
+    const big = defineService("big").action("put", {
+      input: z.string(),
+      output: z.null(),
+      handler: () => null,
+    });
     c.add("a", [big]);
     const b = c.add("b", [], { maxFrameBytes: 1024 });
     await c.start();
@@ -500,21 +629,43 @@ describe("lifecycle and configuration", () => {
     const isConfig = (e: unknown) => e instanceof KeelError && e.code === "CONFIGURATION";
     assert.throws(() => defineService("bad name!"), isConfig);
     assert.throws(() => defineService("ok", { version: 0 }), isConfig);
-    assert.throws(() => defineService("ok").action("x", { input: {} as never, output: z.null(), handler: () => null }), isConfig);
-    const s = defineService("ok").action("x", { input: z.null(), output: z.null(), handler: () => null });
-    assert.throws(() => s.action("x" as never, { input: z.null(), output: z.null(), handler: () => null }), isConfig);
+    assert.throws(
+      () =>
+        defineService("ok").action("x", {
+          input: {} as never,
+          output: z.null(),
+          handler: () => null,
+        }),
+      isConfig,
+    );
+    const s = defineService("ok").action("x", {
+      input: z.null(),
+      output: z.null(),
+      handler: () => null,
+    });
+    assert.throws(
+      () => s.action("x" as never, { input: z.null(), output: z.null(), handler: () => null }),
+      isConfig,
+    );
     assert.throws(() => defineEvent("", z.null()), isConfig);
     const c = cluster();
     assert.throws(() => c.add("bad id with spaces"), isConfig);
     assert.throws(() => c.add("n1", [s, s]), isConfig);
-    assert.throws(() => c.add("n2", [], { heartbeatIntervalMs: 500, failureTimeoutMs: 400 }), isConfig);
+    assert.throws(
+      () => c.add("n2", [], { heartbeatIntervalMs: 500, failureTimeoutMs: 400 }),
+      isConfig,
+    );
     assert.throws(() => c.add("n3", [], { defaultTimeoutMs: -1 }), isConfig);
     assert.throws(() => c.network.setLink("a", "b", { drop: 2 }), isConfig);
   });
 
   it("moves through its lifecycle and refuses calls when not running", async () => {
     await using c = cluster();
-    const s = defineService("s").action("a", { input: z.null(), output: z.null(), handler: () => null });
+    const s = defineService("s").action("a", {
+      input: z.null(),
+      output: z.null(),
+      handler: () => null,
+    });
     const n = c.add("a", [s]);
     const states: string[] = [];
     n.onStateChange((st) => states.push(st));
@@ -536,7 +687,9 @@ async function pinned(
   work: ReturnType<typeof workService>,
   key: string,
 ): Promise<string> {
-  const out = capture(from.call(work, "idem", { ms: 1 }, { balancer: "consistent-hash", hashKey: key }));
+  const out = capture(
+    from.call(work, "idem", { ms: 1 }, { balancer: "consistent-hash", hashKey: key }),
+  );
   await c.env.advance(2);
   assert.ok(out.value !== undefined, String(out.error));
   return out.value.node;

@@ -35,12 +35,17 @@ export function capture<T>(promise: Promise<T>): Outcome<T> {
 }
 
 /** A logger that keeps its lines for assertions. */
-export function memoryLogger(): Logger & { lines: Array<{ level: string; obj: object; msg: string | undefined }> } {
+export function memoryLogger(): Logger & {
+  lines: Array<{ level: string; obj: object; msg: string | undefined }>;
+} {
   const lines: Array<{ level: string; obj: object; msg: string | undefined }> = [];
   // Errors keep their message when the line is turned into JSON.
   const plain = (obj: object): object =>
     Object.fromEntries(
-      Object.entries(obj).map(([k, v]) => [k, v instanceof Error ? { message: v.message, code: (v as { code?: unknown }).code } : v]),
+      Object.entries(obj).map(([k, v]) => [
+        k,
+        v instanceof Error ? { message: v.message, code: (v as { code?: unknown }).code } : v,
+      ]),
     );
   const make = (bindings: object): Logger => {
     const at = (level: string) => (obj: object, msg?: string) => {
@@ -78,7 +83,14 @@ export function cluster(seed: number | string = 1): Cluster {
     network,
     nodes,
     add(id, services = [], options = {}) {
-      const node = createNode({ id, env, transport: network.transport(id), services, logger: silentLogger, ...options });
+      const node = createNode({
+        id,
+        env,
+        transport: network.transport(id),
+        services,
+        logger: silentLogger,
+        ...options,
+      });
       nodes.set(id, node);
       return node;
     },

@@ -1,5 +1,5 @@
-import { sleepOn } from "./real.ts";
 import { createRandom, type Seed } from "./random.ts";
+import { sleepOn } from "./real.ts";
 import type { Env, Random, TimerHandle, Timers } from "./types.ts";
 
 interface Scheduled {

@@ -1,7 +1,10 @@
 /** Every failure in Keel carries one of these codes. The set is closed: see docs/errors.md. */
 export const ERROR_CODES = {
   CANCELLED: { retryable: false, summary: "The caller cancelled the call." },
-  DEADLINE_EXCEEDED: { retryable: false, summary: "The call's deadline passed before it finished." },
+  DEADLINE_EXCEEDED: {
+    retryable: false,
+    summary: "The call's deadline passed before it finished.",
+  },
   INVALID_ARGUMENT: { retryable: false, summary: "Input failed the action's schema." },
   NOT_FOUND: { retryable: false, summary: "No such service, version, action or event." },
   ALREADY_EXISTS: { retryable: false, summary: "The thing to create exists already." },
@@ -15,7 +18,10 @@ export const ERROR_CODES = {
   OVERLOADED: { retryable: true, summary: "The server shed the call to protect itself." },
   RATE_LIMITED: { retryable: true, summary: "A rate limit refused the call." },
   CIRCUIT_OPEN: { retryable: true, summary: "A circuit breaker refused the call." },
-  PROTOCOL: { retryable: false, summary: "A frame was malformed, oversized or of unknown version." },
+  PROTOCOL: {
+    retryable: false,
+    summary: "A frame was malformed, oversized or of unknown version.",
+  },
   CONFIGURATION: { retryable: false, summary: "A definition or option is invalid." },
   UNIMPLEMENTED: { retryable: false, summary: "The peer does not implement this operation." },
   INTERNAL: { retryable: false, summary: "A handler failed unexpectedly." },

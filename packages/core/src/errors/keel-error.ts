@@ -52,7 +52,12 @@ export class KeelError extends Error {
   toWire(): WireError {
     return this.details === undefined
       ? { code: this.code, message: this.message, retryable: this.retryable }
-      : { code: this.code, message: this.message, retryable: this.retryable, details: this.details };
+      : {
+          code: this.code,
+          message: this.message,
+          retryable: this.retryable,
+          details: this.details,
+        };
   }
 
   /** Rebuilds a KeelError received from a peer; unknown codes become PROTOCOL. */
@@ -73,7 +78,9 @@ export class KeelError extends Error {
     const err = new KeelError(code, message, {
       noStack: true,
       ...(typeof w["retryable"] === "boolean" ? { retryable: w["retryable"] } : {}),
-      ...(typeof details === "object" && details !== null ? { details: details as ErrorDetails } : {}),
+      ...(typeof details === "object" && details !== null
+        ? { details: details as ErrorDetails }
+        : {}),
     });
     Object.defineProperty(err, "remote", { value: true });
     return err;

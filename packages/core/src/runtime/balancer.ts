@@ -26,7 +26,10 @@ function hash32(text: string): number {
 
 const score = (e: Endpoint) => (e.ewma + 1) * (e.inflight + 1);
 
-function usable(list: readonly Endpoint[], exclude: ReadonlySet<string> | undefined): readonly Endpoint[] {
+function usable(
+  list: readonly Endpoint[],
+  exclude: ReadonlySet<string> | undefined,
+): readonly Endpoint[] {
   if (exclude === undefined || exclude.size === 0) return list;
   return list.filter((e) => !exclude.has(e.node));
 }
@@ -61,7 +64,10 @@ export function pick(
     }
     case "consistent-hash": {
       if (hashKey === undefined) {
-        throw new KeelError("CONFIGURATION", "the consistent-hash balancer needs a 'hashKey' in the call options");
+        throw new KeelError(
+          "CONFIGURATION",
+          "the consistent-hash balancer needs a 'hashKey' in the call options",
+        );
       }
       // Rendezvous hashing: only the keys of a node that leaves move.
       let best = list[0]!;
@@ -111,13 +117,17 @@ export function pickVersion(
 /** Checks version weights at definition time. */
 export function checkVersionWeights(weights: Readonly<Record<number, number>>): void {
   const entries = Object.entries(weights);
-  if (entries.length === 0) throw new KeelError("CONFIGURATION", "'versions' needs at least one version");
+  if (entries.length === 0)
+    throw new KeelError("CONFIGURATION", "'versions' needs at least one version");
   for (const [v, w] of entries) {
     if (!Number.isInteger(Number(v)) || Number(v) < 1) {
       throw new KeelError("CONFIGURATION", `'versions' keys must be positive integers, got '${v}'`);
     }
     if (!(Number.isFinite(w) && w >= 0)) {
-      throw new KeelError("CONFIGURATION", `'versions' weight of version ${v} must be a number >= 0`);
+      throw new KeelError(
+        "CONFIGURATION",
+        `'versions' weight of version ${v} must be a number >= 0`,
+      );
     }
   }
 }

@@ -50,7 +50,10 @@ export interface Caller {
 
 /** A typed client for service `S`. */
 export type Client<S extends AnyService> = {
-  readonly [A in ActionName<S>]: (input: InputOf<S, A>, options?: CallOptions) => Promise<OutputOf<S, A>>;
+  readonly [A in ActionName<S>]: (
+    input: InputOf<S, A>,
+    options?: CallOptions,
+  ) => Promise<OutputOf<S, A>>;
 };
 
 /** What an action handler receives besides its input. */

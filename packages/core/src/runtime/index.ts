@@ -1,5 +1,18 @@
-export type { BalancerName, CallOptions, Caller, Client, Context, EventContext } from "./context-types.ts";
-export { createJsonLogger, type JsonLoggerOptions, type Logger, type LogLevel, silentLogger } from "./logger.ts";
+export type {
+  BalancerName,
+  Caller,
+  CallOptions,
+  Client,
+  Context,
+  EventContext,
+} from "./context-types.ts";
+export {
+  createJsonLogger,
+  type JsonLoggerOptions,
+  type Logger,
+  type LogLevel,
+  silentLogger,
+} from "./logger.ts";
 export {
   createNode,
   type KeelNode,

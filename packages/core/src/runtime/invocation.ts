@@ -6,16 +6,38 @@ import type { Expiring } from "./deadlines.ts";
 import type { Logger } from "./logger.ts";
 import type { Endpoint } from "./registry.ts";
 import { Scope } from "./scope.ts";
-import type { ActionName, AnyService, EventDefinition, InputOf, OutputOf, PayloadOf } from "./service.ts";
+import type {
+  ActionName,
+  AnyService,
+  EventDefinition,
+  InputOf,
+  OutputOf,
+  PayloadOf,
+} from "./service.ts";
 
 /** The runtime services an invocation or event context delegates to (implemented by the node). */
 export interface RuntimeHooks {
   readonly id: string;
   readonly env: Env;
   readonly log: Logger;
-  invoke(service: AnyService, action: string, input: unknown, options: CallOptions | undefined, parent: Invocation | undefined): Promise<unknown>;
-  client<S extends AnyService>(service: S, defaults: CallOptions | undefined, parent: Invocation | undefined): Client<S>;
-  emitEvent(event: EventDefinition, payload: unknown, mode: "emit" | "broadcast", parent: Scope | undefined): void;
+  invoke(
+    service: AnyService,
+    action: string,
+    input: unknown,
+    options: CallOptions | undefined,
+    parent: Invocation | undefined,
+  ): Promise<unknown>;
+  client<S extends AnyService>(
+    service: S,
+    defaults: CallOptions | undefined,
+    parent: Invocation | undefined,
+  ): Client<S>;
+  emitEvent(
+    event: EventDefinition,
+    payload: unknown,
+    mode: "emit" | "broadcast",
+    parent: Scope | undefined,
+  ): void;
   /** Called once when an invocation's deadline passes. */
   expired(inv: Invocation): void;
 }
@@ -126,7 +148,13 @@ export class EventInvocation implements EventContext {
   readonly from: string;
   readonly traceContext: string | undefined;
 
-  constructor(rt: RuntimeHooks, service: string, event: string, from: string, traceContext: string | undefined) {
+  constructor(
+    rt: RuntimeHooks,
+    service: string,
+    event: string,
+    from: string,
+    traceContext: string | undefined,
+  ) {
     this.#rt = rt;
     this.service = service;
     this.event = event;

@@ -1,6 +1,6 @@
 import { createRealEnv, type Env, type TimerHandle } from "../env/index.ts";
 import { isKeelError, KeelError } from "../errors/index.ts";
-import { validate } from "../schema/index.ts";
+import { schemaError, validate } from "../schema/index.ts";
 import type { InboundFrame, Transport } from "../transport/index.ts";
 import {
   type AnnounceFrame,
@@ -17,7 +17,7 @@ import {
   WIRE_VERSION,
 } from "../wire/index.ts";
 import { type BalancerState, checkVersionWeights, pick, pickVersion } from "./balancer.ts";
-import type { BalancerName, CallOptions, Caller, Client } from "./context-types.ts";
+import type { BalancerName, Caller, CallOptions, Client } from "./context-types.ts";
 import { DeadlineTracker, type Expiring } from "./deadlines.ts";
 import { EventInvocation, Invocation, type RuntimeHooks } from "./invocation.ts";
 import { createJsonLogger, type Logger } from "./logger.ts";
@@ -178,13 +178,20 @@ const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 function positive(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (!(Number.isFinite(value) && value > 0)) {
-    throw new KeelError("CONFIGURATION", `node option '${name}' must be a positive number, got ${value}`);
+    throw new KeelError(
+      "CONFIGURATION",
+      `node option '${name}' must be a positive number, got ${value}`,
+    );
   }
   return value;
 }
 
 function unavailable(message: string, details?: Record<string, unknown>): KeelError {
-  return new KeelError("UNAVAILABLE", message, details === undefined ? { noStack: true } : { noStack: true, details });
+  return new KeelError(
+    "UNAVAILABLE",
+    message,
+    details === undefined ? { noStack: true } : { noStack: true, details },
+  );
 }
 
 /** True when the error says the request never started on the server, so any action may go elsewhere. */
@@ -237,27 +244,51 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     if (typeof options.id !== "string" || !NODE_ID.test(options.id)) {
       throw new KeelError("CONFIGURATION", `node id '${String(options.id)}' must match ${NODE_ID}`);
     }
-    if (options.transport === undefined) throw new KeelError("CONFIGURATION", `node '${options.id}' needs a transport`);
+    if (options.transport === undefined)
+      throw new KeelError("CONFIGURATION", `node '${options.id}' needs a transport`);
     this.id = options.id;
     this.env = options.env ?? createRealEnv();
-    this.log = (options.logger ?? createJsonLogger({ clock: this.env.clock })).child({ node: options.id });
+    this.log = (options.logger ?? createJsonLogger({ clock: this.env.clock })).child({
+      node: options.id,
+    });
     this.#transport = options.transport;
     this.#codec = options.codec ?? jsonCodec;
     this.#maxFrameBytes = positive("maxFrameBytes", options.maxFrameBytes, DEFAULTS.maxFrameBytes);
-    this.#heartbeatMs = positive("heartbeatIntervalMs", options.heartbeatIntervalMs, DEFAULTS.heartbeatIntervalMs);
-    this.#failureTimeoutMs = positive("failureTimeoutMs", options.failureTimeoutMs, DEFAULTS.failureTimeoutMs);
+    this.#heartbeatMs = positive(
+      "heartbeatIntervalMs",
+      options.heartbeatIntervalMs,
+      DEFAULTS.heartbeatIntervalMs,
+    );
+    this.#failureTimeoutMs = positive(
+      "failureTimeoutMs",
+      options.failureTimeoutMs,
+      DEFAULTS.failureTimeoutMs,
+    );
     if (this.#failureTimeoutMs <= this.#heartbeatMs) {
-      throw new KeelError("CONFIGURATION", "node option 'failureTimeoutMs' must be longer than 'heartbeatIntervalMs'");
+      throw new KeelError(
+        "CONFIGURATION",
+        "node option 'failureTimeoutMs' must be longer than 'heartbeatIntervalMs'",
+      );
     }
     this.#graceMs = options.drainGraceMs ?? DEFAULTS.drainGraceMs;
-    if (!(this.#graceMs >= 0)) throw new KeelError("CONFIGURATION", "node option 'drainGraceMs' must be >= 0");
-    this.#defaultTimeoutMs = positive("defaultTimeoutMs", options.defaultTimeoutMs, DEFAULTS.defaultTimeoutMs);
+    if (!(this.#graceMs >= 0))
+      throw new KeelError("CONFIGURATION", "node option 'drainGraceMs' must be >= 0");
+    this.#defaultTimeoutMs = positive(
+      "defaultTimeoutMs",
+      options.defaultTimeoutMs,
+      DEFAULTS.defaultTimeoutMs,
+    );
     this.#balancer = options.balancer ?? "p2c";
     this.#deadlines = new DeadlineTracker(this.env);
     this.#balance = { random: this.env.random.split(`balancer/${options.id}`), cursors: new Map() };
     for (const def of options.services ?? []) {
-      if (def?.kind !== "service") throw new KeelError("CONFIGURATION", `node '${options.id}': services must come from defineService()`);
-      if (this.#hosted.has(def.key)) throw new KeelError("CONFIGURATION", `node '${options.id}' hosts ${def.key} twice`);
+      if (def?.kind !== "service")
+        throw new KeelError(
+          "CONFIGURATION",
+          `node '${options.id}': services must come from defineService()`,
+        );
+      if (this.#hosted.has(def.key))
+        throw new KeelError("CONFIGURATION", `node '${options.id}' hosts ${def.key} twice`);
       this.#hosted.set(def.key, {
         def,
         actions: new Map(Object.entries(def.actions)),
@@ -293,10 +324,18 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   // ---- lifecycle -------------------------------------------------------------------------------
 
   async start(): Promise<void> {
-    if (this.#state !== "created") throw new KeelError("FAILED_PRECONDITION", `node '${this.id}' was already started`);
+    if (this.#state !== "created")
+      throw new KeelError("FAILED_PRECONDITION", `node '${this.id}' was already started`);
     this.#setState("starting");
     await this.#transport.connect();
-    this.#registry.upsert(this.id, true, this.#seq, "ready", this.#announcement, this.env.clock.now());
+    this.#registry.upsert(
+      this.id,
+      true,
+      this.#seq,
+      "ready",
+      this.#announcement,
+      this.env.clock.now(),
+    );
     this.#receiving = this.#receive();
     this.#setState("ready");
     this.#broadcast(this.#announce(true));
@@ -316,7 +355,14 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   async #drain(graceMs: number): Promise<void> {
     this.#setState("draining");
     this.#seq++;
-    this.#registry.upsert(this.id, true, this.#seq, "draining", this.#announcement, this.env.clock.now());
+    this.#registry.upsert(
+      this.id,
+      true,
+      this.#seq,
+      "draining",
+      this.#announcement,
+      this.env.clock.now(),
+    );
     this.#broadcast(this.#announce(false));
     if (this.#serving.size > 0) {
       await new Promise<void>((resolve) => {
@@ -333,7 +379,9 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     }
     // Whatever is still running gets a clear answer: never dropped silently.
     for (const inv of [...this.#serving]) {
-      const err = unavailable(`node '${this.id}' stopped before the request finished`, { node: this.id });
+      const err = unavailable(`node '${this.id}' stopped before the request finished`, {
+        node: this.id,
+      });
       inv.abort(err);
       this.#finish(inv, false, err);
     }
@@ -362,7 +410,11 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     await this.#receiving;
   }
 
-  waitForEndpoints(service: AnyService, count = 1, timeoutMs = this.#defaultTimeoutMs): Promise<void> {
+  waitForEndpoints(
+    service: AnyService,
+    count = 1,
+    timeoutMs = this.#defaultTimeoutMs,
+  ): Promise<void> {
     const enough = () => this.#registry.endpoints(service.name, service.version).length >= count;
     if (enough()) return Promise.resolve();
     return new Promise((resolve, reject) => {
@@ -374,7 +426,9 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       });
       const timer = this.env.timers.setTimeout(() => {
         off();
-        reject(unavailable(`fewer than ${count} endpoints of ${service.key} after ${timeoutMs} ms`));
+        reject(
+          unavailable(`fewer than ${count} endpoints of ${service.key} after ${timeoutMs} ms`),
+        );
       }, timeoutMs);
     });
   }
@@ -383,7 +437,15 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
 
   #announce(reply: boolean): AnnounceFrame {
     const state = this.#state === "draining" ? "draining" : "ready";
-    return { v: WIRE_VERSION, k: "announce", from: this.id, seq: this.#seq, state, services: this.#announcement, reply };
+    return {
+      v: WIRE_VERSION,
+      k: "announce",
+      from: this.id,
+      seq: this.#seq,
+      state,
+      services: this.#announcement,
+      reply,
+    };
   }
 
   #scheduleHeartbeat(): void {
@@ -402,11 +464,17 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
 
   #nodeGone(node: string, reason: "left" | "failed"): void {
     if (!this.#registry.remove(node, reason)) return;
-    if (reason === "failed") this.log.warn({ peer: node }, "peer failed: no frame within the failure timeout");
+    if (reason === "failed")
+      this.log.warn({ peer: node }, "peer failed: no frame within the failure timeout");
     for (const call of [...this.#pending.values()]) {
       if (call.endpoint?.node !== node) continue;
       this.#pending.delete(call.attemptId);
-      this.#attemptFailed(call, unavailable(`node '${node}' ${reason === "left" ? "left" : "failed"} before replying`, { node }));
+      this.#attemptFailed(
+        call,
+        unavailable(`node '${node}' ${reason === "left" ? "left" : "failed"} before replying`, {
+          node,
+        }),
+      );
     }
   }
 
@@ -446,10 +514,19 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       "refused a malformed frame",
     );
     if (sender === undefined || sender === this.id || this.#state === "stopped") return;
-    const wire = isKeelError(err) ? err.toWire() : { code: "PROTOCOL" as const, message: "malformed frame", retryable: false };
+    const wire = isKeelError(err)
+      ? err.toWire()
+      : { code: "PROTOCOL" as const, message: "malformed frame", retryable: false };
     // Answer a request by its id so the caller fails fast; never answer replies or protocol errors.
     if (violation?.frameKind === "req" && violation.frameId !== undefined) {
-      this.#sendTo(sender, { v: WIRE_VERSION, k: "res", id: violation.frameId, from: this.id, ok: false, err: wire });
+      this.#sendTo(sender, {
+        v: WIRE_VERSION,
+        k: "res",
+        id: violation.frameId,
+        from: this.id,
+        ok: false,
+        err: wire,
+      });
     } else if (violation?.frameKind !== "res" && violation?.frameKind !== "perr") {
       this.#sendTo(sender, { v: WIRE_VERSION, k: "perr", from: this.id, err: wire });
     }
@@ -478,20 +555,32 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
         this.#onEvent(frame);
         break;
       case "announce": {
-        const isNew = this.#registry.upsert(frame.from, false, frame.seq, frame.state, frame.services, now);
-        if ((isNew || frame.reply === true) && this.#state !== "stopped") this.#sendTo(frame.from, this.#announce(false));
+        const isNew = this.#registry.upsert(
+          frame.from,
+          false,
+          frame.seq,
+          frame.state,
+          frame.services,
+          now,
+        );
+        if ((isNew || frame.reply === true) && this.#state !== "stopped")
+          this.#sendTo(frame.from, this.#announce(false));
         break;
       }
       case "hb":
         // A heartbeat from a stranger, or one with news we missed: ask for its announce.
-        if (known === undefined || known.seq < frame.seq) this.#sendTo(frame.from, this.#announce(true));
+        if (known === undefined || known.seq < frame.seq)
+          this.#sendTo(frame.from, this.#announce(true));
         break;
       case "leave":
         this.#nodeGone(frame.from, "left");
         break;
       case "perr":
         this.stats.protocolErrors++;
-        this.log.warn({ peer: frame.from, err: frame.err }, "a peer refused a frame from this node");
+        this.log.warn(
+          { peer: frame.from, err: frame.err },
+          "a peer refused a frame from this node",
+        );
         break;
     }
   }
@@ -500,19 +589,35 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
 
   #onRequest(f: RequestFrame): void {
     const refuse = (err: KeelError) =>
-      this.#sendTo(f.from, { v: WIRE_VERSION, k: "res", id: f.id, from: this.id, ok: false, err: err.toWire() });
+      this.#sendTo(f.from, {
+        v: WIRE_VERSION,
+        k: "res",
+        id: f.id,
+        from: this.id,
+        ok: false,
+        err: err.toWire(),
+      });
     if (this.#state !== "ready") {
-      refuse(unavailable(`node '${this.id}' is ${this.#state}`, { node: this.id, notProcessed: true }));
+      refuse(
+        unavailable(`node '${this.id}' is ${this.#state}`, { node: this.id, notProcessed: true }),
+      );
       return;
     }
     const hosted = this.#hosted.get(`${f.svc}@${f.ver}`);
     if (hosted === undefined) {
-      refuse(unavailable(`node '${this.id}' does not host ${f.svc}@${f.ver}`, { node: this.id, notProcessed: true }));
+      refuse(
+        unavailable(`node '${this.id}' does not host ${f.svc}@${f.ver}`, {
+          node: this.id,
+          notProcessed: true,
+        }),
+      );
       return;
     }
     const action = hosted.actions.get(f.act);
     if (action === undefined) {
-      refuse(new KeelError("NOT_FOUND", `${f.svc}@${f.ver} has no action '${f.act}'`, { noStack: true }));
+      refuse(
+        new KeelError("NOT_FOUND", `${f.svc}@${f.ver} has no action '${f.act}'`, { noStack: true }),
+      );
       return;
     }
     if (f.dl <= 0) {
@@ -521,7 +626,18 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     }
     const now = this.env.clock.now();
     const budget = action.timeoutMs === undefined ? f.dl : Math.min(f.dl, action.timeoutMs);
-    const inv = new Invocation(this, f.svc, f.act, f.id, now + budget, f.caller, f.ik, f.meta, f.tc, f.from);
+    const inv = new Invocation(
+      this,
+      f.svc,
+      f.act,
+      f.id,
+      now + budget,
+      f.caller,
+      f.ik,
+      f.meta,
+      f.tc,
+      f.from,
+    );
     this.#servingRemote.set(`${f.from}\u0000${f.id}`, inv);
     this.#serve(inv, action, f.p);
   }
@@ -542,7 +658,12 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     if (value instanceof Promise) value = await value;
     let out = action.handler(value, inv);
     if (out instanceof Promise) out = await out;
-    let checked = validate(action.output, out, `output of ${inv.service}.${inv.action}`, "INTERNAL");
+    let checked = validate(
+      action.output,
+      out,
+      `output of ${inv.service}.${inv.action}`,
+      "INTERNAL",
+    );
     if (checked instanceof Promise) checked = await checked;
     return checked;
   }
@@ -550,8 +671,13 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   #asKeelError(err: unknown, inv: Invocation): KeelError {
     if (isKeelError(err)) return err;
     // Log the real failure here; only a code and a short message cross the wire.
-    this.log.error({ err, service: inv.service, action: inv.action, requestId: inv.requestId }, "handler failed");
-    return new KeelError("INTERNAL", `internal error in ${inv.service}.${inv.action}`, { cause: err });
+    this.log.error(
+      { err, service: inv.service, action: inv.action, requestId: inv.requestId },
+      "handler failed",
+    );
+    return new KeelError("INTERNAL", `internal error in ${inv.service}.${inv.action}`, {
+      cause: err,
+    });
   }
 
   /** Delivers an invocation's outcome once; later outcomes (after a deadline or cancel) are dropped. */
@@ -580,14 +706,31 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     const to = inv.replyTo!;
     let frame: ResponseFrame = ok
       ? { v: WIRE_VERSION, k: "res", id: inv.requestId, from: this.id, ok: true, p: value }
-      : { v: WIRE_VERSION, k: "res", id: inv.requestId, from: this.id, ok: false, err: (value as KeelError).toWire() };
+      : {
+          v: WIRE_VERSION,
+          k: "res",
+          id: inv.requestId,
+          from: this.id,
+          ok: false,
+          err: (value as KeelError).toWire(),
+        };
     let bytes: Uint8Array;
     try {
       bytes = encodeChecked(this.#codec, frame, this.#maxFrameBytes);
     } catch (err) {
       const e = isKeelError(err) ? err : new KeelError("INTERNAL", "reply could not be encoded");
-      this.log.warn({ err: e, service: inv.service, action: inv.action }, "reply refused before sending");
-      frame = { v: WIRE_VERSION, k: "res", id: inv.requestId, from: this.id, ok: false, err: e.toWire() };
+      this.log.warn(
+        { err: e, service: inv.service, action: inv.action },
+        "reply refused before sending",
+      );
+      frame = {
+        v: WIRE_VERSION,
+        k: "res",
+        id: inv.requestId,
+        from: this.id,
+        ok: false,
+        err: e.toWire(),
+      };
       bytes = this.#codec.encode(frame);
     }
     this.#transport.send(to, bytes);
@@ -611,12 +754,19 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   }
 
   client<S extends AnyService>(service: S, defaults?: CallOptions, parent?: Invocation): Client<S> {
-    if (service?.kind !== "service") throw new KeelError("CONFIGURATION", "client() takes a service from defineService()");
+    if (service?.kind !== "service")
+      throw new KeelError("CONFIGURATION", "client() takes a service from defineService()");
     if (defaults?.versions !== undefined) checkVersionWeights(defaults.versions);
     const out: Record<string, (input: unknown, options?: CallOptions) => Promise<unknown>> = {};
     for (const name of Object.keys(service.actions)) {
       out[name] = (input, options) =>
-        this.invoke(service, name, input, defaults === undefined ? options : { ...defaults, ...options }, parent);
+        this.invoke(
+          service,
+          name,
+          input,
+          defaults === undefined ? options : { ...defaults, ...options },
+          parent,
+        );
     }
     return Object.freeze(out) as Client<S>;
   }
@@ -630,12 +780,16 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   ): Promise<unknown> {
     const state = this.#state;
     if (state !== "ready" && state !== "draining") {
-      return Promise.reject(unavailable(`node '${this.id}' is ${state}: it cannot make calls`, { notProcessed: true }));
+      return Promise.reject(
+        unavailable(`node '${this.id}' is ${state}: it cannot make calls`, { notProcessed: true }),
+      );
     }
     this.stats.callsStarted++;
     const action = service.actions[actionName];
     if (action === undefined) {
-      return Promise.reject(new KeelError("NOT_FOUND", `${service.key} has no action '${actionName}'`));
+      return Promise.reject(
+        new KeelError("NOT_FOUND", `${service.key} has no action '${actionName}'`),
+      );
     }
     const now = this.env.clock.now();
     let deadline = now + (options?.timeoutMs ?? this.#defaultTimeoutMs);
@@ -663,14 +817,33 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     const ep =
       endpoints === undefined
         ? undefined
-        : pick(options?.balancer ?? this.#balancer, key, endpoints, this.#balance, undefined, options?.hashKey);
+        : pick(
+            options?.balancer ?? this.#balancer,
+            key,
+            endpoints,
+            this.#balance,
+            undefined,
+            options?.hashKey,
+          );
     if (ep === undefined) {
-      return Promise.reject(unavailable(`no endpoint for ${key}`, { service: key, notProcessed: true }));
+      return Promise.reject(
+        unavailable(`no endpoint for ${key}`, { service: key, notProcessed: true }),
+      );
     }
     if (ep.local) {
       const hosted = this.#hosted.get(key)!;
       return new Promise((resolve, reject) => {
-        this.#startLocal(hosted, hosted.actions.get(actionName) ?? action, input, options, parent, deadline, ep, resolve, reject);
+        this.#startLocal(
+          hosted,
+          hosted.actions.get(actionName) ?? action,
+          input,
+          options,
+          parent,
+          deadline,
+          ep,
+          resolve,
+          reject,
+        );
       });
     }
     return new Promise((resolve, reject) => {
@@ -706,7 +879,8 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     reject: (err: KeelError) => void,
   ): void {
     const now = this.env.clock.now();
-    const limit = action.timeoutMs === undefined ? deadline : Math.min(deadline, now + action.timeoutMs);
+    const limit =
+      action.timeoutMs === undefined ? deadline : Math.min(deadline, now + action.timeoutMs);
     const caller = parent === undefined ? undefined : { node: this.id, service: parent.service };
     const inv = new Invocation(
       this,
@@ -784,7 +958,12 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     try {
       bytes = encodeChecked(this.#codec, frame, this.#maxFrameBytes);
     } catch (err) {
-      this.#settle(call, isKeelError(err) ? err : new KeelError("INTERNAL", "request could not be encoded", { cause: err }));
+      this.#settle(
+        call,
+        isKeelError(err)
+          ? err
+          : new KeelError("INTERNAL", "request could not be encoded", { cause: err }),
+      );
       return;
     }
     ep.inflight++;
@@ -829,13 +1008,23 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     const next =
       endpoints === undefined
         ? undefined
-        : pick(call.options?.balancer ?? this.#balancer, call.key, endpoints, this.#balance, call.tried, call.options?.hashKey);
+        : pick(
+            call.options?.balancer ?? this.#balancer,
+            call.key,
+            endpoints,
+            this.#balance,
+            call.tried,
+            call.options?.hashKey,
+          );
     if (next === undefined) {
       this.#settle(call, err);
       return;
     }
     this.stats.failovers++;
-    this.log.debug({ service: call.key, action: call.action, from: call.endpoint?.node, to: next.node }, "failing over");
+    this.log.debug(
+      { service: call.key, action: call.action, from: call.endpoint?.node, to: next.node },
+      "failing over",
+    );
     if (next.local) {
       const hosted = this.#hosted.get(call.key)!;
       this.#deadlines.remove(call);
@@ -864,7 +1053,12 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
 
   #sendCancel(call: ClientCall): void {
     if (call.settled || call.endpoint === undefined || !this.#pending.has(call.attemptId)) return;
-    this.#sendTo(call.endpoint.node, { v: WIRE_VERSION, k: "cancel", id: call.attemptId, from: this.id });
+    this.#sendTo(call.endpoint.node, {
+      v: WIRE_VERSION,
+      k: "cancel",
+      id: call.attemptId,
+      from: this.id,
+    });
   }
 
   /** Settles a client call once, with an error or a value. */
@@ -873,7 +1067,8 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     call.settled = true;
     if (this.#pending.get(call.attemptId) === call) {
       this.#pending.delete(call.attemptId);
-      if (call.endpoint !== undefined) call.endpoint.inflight = Math.max(0, call.endpoint.inflight - 1);
+      if (call.endpoint !== undefined)
+        call.endpoint.inflight = Math.max(0, call.endpoint.inflight - 1);
     }
     this.#deadlines.remove(call);
     call.unlink?.();
@@ -891,14 +1086,20 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     this.emitEvent(event, payload, "broadcast", undefined);
   }
 
-  emitEvent(event: EventDefinition, payload: unknown, mode: "emit" | "broadcast", parent: Scope | undefined): void {
-    if (event?.kind !== "event") throw new KeelError("CONFIGURATION", `${mode}() takes an event from defineEvent()`);
+  emitEvent(
+    event: EventDefinition,
+    payload: unknown,
+    mode: "emit" | "broadcast",
+    parent: Scope | undefined,
+  ): void {
+    if (event?.kind !== "event")
+      throw new KeelError("CONFIGURATION", `${mode}() takes an event from defineEvent()`);
     if (this.#state !== "ready" && this.#state !== "draining") {
       throw unavailable(`node '${this.id}' is ${this.#state}: it cannot emit events`);
     }
     const checked = event.schema["~standard"].validate(payload);
     if (!(checked instanceof Promise) && checked.issues !== undefined) {
-      validate(event.schema, payload, `payload of event '${event.name}'`); // throws INVALID_ARGUMENT with the path
+      throw schemaError("INVALID_ARGUMENT", `payload of event '${event.name}'`, checked.issues);
     }
     this.stats.eventsEmitted++;
     const bySvc = this.#registry.subscribers(event.name);
@@ -908,7 +1109,17 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       for (const [svc, nodes] of bySvc) {
         const target = nodes.length === 1 ? nodes[0]! : nodes[this.#eventCursor++ % nodes.length]!;
         if (target === this.id) this.#deliverLocal(event.name, payload, svc, this.id, tc);
-        else this.#sendEvent(target, { v: WIRE_VERSION, k: "evt", from: this.id, name: event.name, mode, grp: svc, p: payload, ...(tc === undefined ? {} : { tc }) });
+        else
+          this.#sendEvent(target, {
+            v: WIRE_VERSION,
+            k: "evt",
+            from: this.id,
+            name: event.name,
+            mode,
+            grp: svc,
+            p: payload,
+            ...(tc === undefined ? {} : { tc }),
+          });
       }
       return;
     }
@@ -916,7 +1127,16 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     for (const nodes of bySvc.values()) for (const n of nodes) targets.add(n);
     for (const target of targets) {
       if (target === this.id) this.#deliverLocal(event.name, payload, undefined, this.id, tc);
-      else this.#sendEvent(target, { v: WIRE_VERSION, k: "evt", from: this.id, name: event.name, mode, p: payload, ...(tc === undefined ? {} : { tc }) });
+      else
+        this.#sendEvent(target, {
+          v: WIRE_VERSION,
+          k: "evt",
+          from: this.id,
+          name: event.name,
+          mode,
+          p: payload,
+          ...(tc === undefined ? {} : { tc }),
+        });
     }
   }
 
@@ -929,7 +1149,13 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   }
 
   /** Runs local subscribers: of service `svc` only, or of every hosted service when undefined. */
-  #deliverLocal(name: string, payload: unknown, svc: string | undefined, from: string, tc: string | undefined): void {
+  #deliverLocal(
+    name: string,
+    payload: unknown,
+    svc: string | undefined,
+    from: string,
+    tc: string | undefined,
+  ): void {
     for (const hosted of this.#hosted.values()) {
       if (svc !== undefined && hosted.def.name !== svc) continue;
       const sub = hosted.subscriptions.get(name);
@@ -944,7 +1170,10 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
           await sub.handler(value, ctx);
         })
         .catch((err: unknown) => {
-          this.log.error({ err, service: hosted.def.name, event: name, peer: from }, "event handler failed");
+          this.log.error(
+            { err, service: hosted.def.name, event: name, peer: from },
+            "event handler failed",
+          );
         });
     }
   }

@@ -45,6 +45,15 @@ export interface RegistryView {
 
 const EWMA_ALPHA = 0.3;
 
+function getOrCreate<K, V>(map: Map<K, V>, key: K, make: () => V): V {
+  let value = map.get(key);
+  if (value === undefined) {
+    value = make();
+    map.set(key, value);
+  }
+  return value;
+}
+
 /** Who hosts what: learned from announcements, heartbeats and leaves. */
 export class Registry implements RegistryView {
   readonly #nodes = new Map<string, NodeRecord>();
@@ -139,13 +148,15 @@ export class Registry implements RegistryView {
   /** Remote nodes not heard from since `before`. */
   silentSince(before: number): string[] {
     const out: string[] = [];
-    for (const rec of this.#nodes.values()) if (!rec.local && rec.lastSeen < before) out.push(rec.id);
+    for (const rec of this.#nodes.values())
+      if (!rec.local && rec.lastSeen < before) out.push(rec.id);
     return out;
   }
 
   /** Records a reply's latency on an endpoint. */
   static observe(endpoint: Endpoint, latencyMs: number): void {
-    endpoint.ewma = endpoint.ewma === 0 ? latencyMs : endpoint.ewma + EWMA_ALPHA * (latencyMs - endpoint.ewma);
+    endpoint.ewma =
+      endpoint.ewma === 0 ? latencyMs : endpoint.ewma + EWMA_ALPHA * (latencyMs - endpoint.ewma);
   }
 
   #rebuild(): void {
@@ -158,23 +169,30 @@ export class Registry implements RegistryView {
         const epKey = `${rec.id}\u0000${key}`;
         let ep = this.#all.get(epKey);
         if (ep === undefined) {
-          ep = { node: rec.id, service: s.name, version: s.version, local: rec.local, inflight: 0, ewma: 0 };
+          ep = {
+            node: rec.id,
+            service: s.name,
+            version: s.version,
+            local: rec.local,
+            inflight: 0,
+            ewma: 0,
+          };
           this.#all.set(epKey, ep);
         }
-        let list = ready.get(key);
-        if (list === undefined) ready.set(key, (list = []));
-        list.push(ep);
+        getOrCreate(ready, key, () => []).push(ep);
         for (const event of s.events) {
-          let bySvc = subs.get(event);
-          if (bySvc === undefined) subs.set(event, (bySvc = new Map()));
-          let nodes = bySvc.get(s.name);
-          if (nodes === undefined) bySvc.set(s.name, (nodes = []));
+          const nodes = getOrCreate(
+            getOrCreate(subs, event, () => new Map<string, string[]>()),
+            s.name,
+            () => [],
+          );
           if (!nodes.includes(rec.id)) nodes.push(rec.id);
         }
       }
     }
     // Sorted so that every node sees the same order (round-robin and hashing agree).
-    for (const list of ready.values()) list.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
+    for (const list of ready.values())
+      list.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
     for (const bySvc of subs.values()) for (const nodes of bySvc.values()) nodes.sort();
     this.#ready = ready;
     this.#subscribers = subs;

@@ -32,7 +32,10 @@ export interface ActionDefinition<I extends StandardSchemaV1, O extends Standard
 export type AnyAction = ActionDefinition<StandardSchemaV1, StandardSchemaV1>;
 
 /** A typed event: a name and the schema of its payload. */
-export interface EventDefinition<N extends string = string, S extends StandardSchemaV1 = StandardSchemaV1> {
+export interface EventDefinition<
+  N extends string = string,
+  S extends StandardSchemaV1 = StandardSchemaV1,
+> {
   readonly kind: "event";
   readonly name: N;
   readonly schema: S;
@@ -78,7 +81,9 @@ export type ActionName<S extends AnyService> = keyof S["actions"] & string;
 /** What a caller passes to action `A` of service `S`. */
 export type InputOf<S extends AnyService, A extends ActionName<S>> = In<S["actions"][A]["input"]>;
 /** What a caller gets back from action `A` of service `S`. */
-export type OutputOf<S extends AnyService, A extends ActionName<S>> = Out<S["actions"][A]["output"]>;
+export type OutputOf<S extends AnyService, A extends ActionName<S>> = Out<
+  S["actions"][A]["output"]
+>;
 /** The payload type of an event, as emitted. */
 export type PayloadOf<E extends EventDefinition> = In<E["schema"]>;
 
@@ -114,24 +119,35 @@ function build<Name extends string, Actions extends Record<string, AnyAction>>(
       if (!ACTION_NAME.test(n)) {
         throw configError(`${name}@${version}: action name '${n}' must match ${ACTION_NAME}`);
       }
-      if (Object.hasOwn(actions, n)) throw configError(`${name}@${version}: action '${n}' is already defined`);
+      if (Object.hasOwn(actions, n))
+        throw configError(`${name}@${version}: action '${n}' is already defined`);
       if (!isStandardSchema(config.input)) {
-        throw configError(`${name}@${version}.${n}: 'input' must be a Standard Schema (zod, valibot, arktype, ...)`);
+        throw configError(
+          `${name}@${version}.${n}: 'input' must be a Standard Schema (zod, valibot, arktype, ...)`,
+        );
       }
       if (!isStandardSchema(config.output)) {
-        throw configError(`${name}@${version}.${n}: 'output' must be a Standard Schema (zod, valibot, arktype, ...)`);
+        throw configError(
+          `${name}@${version}.${n}: 'output' must be a Standard Schema (zod, valibot, arktype, ...)`,
+        );
       }
-      if (typeof config.handler !== "function") throw configError(`${name}@${version}.${n}: 'handler' must be a function`);
-      if (config.timeoutMs !== undefined && !(Number.isFinite(config.timeoutMs) && config.timeoutMs > 0)) {
+      if (typeof config.handler !== "function")
+        throw configError(`${name}@${version}.${n}: 'handler' must be a function`);
+      if (
+        config.timeoutMs !== undefined &&
+        !(Number.isFinite(config.timeoutMs) && config.timeoutMs > 0)
+      ) {
         throw configError(`${name}@${version}.${n}: 'timeoutMs' must be a positive number`);
       }
       const action = { ...config, name: n, idempotent: config.idempotent ?? false };
       // The generic's shape is exactly what was added; TypeScript cannot follow the spread.
-      const next = { ...actions, [n]: action } as unknown as Actions & Record<typeof n, typeof action>;
+      const next = { ...actions, [n]: action } as unknown as Actions &
+        Record<typeof n, typeof action>;
       return build(name, version, next, subscriptions) as never;
     },
     on(event, handler) {
-      if (event?.kind !== "event") throw configError(`${name}@${version}: 'on' takes an event from defineEvent()`);
+      if (event?.kind !== "event")
+        throw configError(`${name}@${version}: 'on' takes an event from defineEvent()`);
       if (subscriptions.some((s) => s.event.name === event.name)) {
         throw configError(`${name}@${version}: already subscribed to '${event.name}'`);
       }
@@ -161,7 +177,9 @@ export function defineService<const Name extends string>(
   }
   const version = options.version ?? 1;
   if (!Number.isInteger(version) || version < 1) {
-    throw configError(`service '${name}': version must be a positive integer, got ${String(version)}`);
+    throw configError(
+      `service '${name}': version must be a positive integer, got ${String(version)}`,
+    );
   }
   return build(name, version, {}, []);
 }
@@ -171,10 +189,14 @@ export function defineService<const Name extends string>(
  * @example
  * const orderPaid = defineEvent("order.paid", z.object({ orderId: z.string() }));
  */
-export function defineEvent<const N extends string, S extends StandardSchemaV1>(name: N, schema: S): EventDefinition<N, S> {
+export function defineEvent<const N extends string, S extends StandardSchemaV1>(
+  name: N,
+  schema: S,
+): EventDefinition<N, S> {
   if (typeof name !== "string" || !EVENT_NAME.test(name)) {
     throw configError(`event name '${String(name)}' must match ${EVENT_NAME}`);
   }
-  if (!isStandardSchema(schema)) throw configError(`event '${name}': schema must be a Standard Schema`);
+  if (!isStandardSchema(schema))
+    throw configError(`event '${name}': schema must be a Standard Schema`);
   return Object.freeze({ kind: "event", name, schema });
 }

@@ -1,2 +1,2 @@
 export type { StandardSchemaV1 } from "./standard-schema.ts";
-export { type IssueDetail, isStandardSchema, validate } from "./validate.ts";
+export { type IssueDetail, isStandardSchema, schemaError, validate } from "./validate.ts";

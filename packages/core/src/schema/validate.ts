@@ -15,7 +15,8 @@ function pathOf(issue: StandardSchemaV1.Issue): string {
     .join(".");
 }
 
-function failure(
+/** The error for a failed validation: the first issue in the message, every issue in `details.issues`. */
+export function schemaError(
   code: "INVALID_ARGUMENT" | "INTERNAL",
   what: string,
   issues: ReadonlyArray<StandardSchemaV1.Issue>,
@@ -41,11 +42,11 @@ export function validate<S extends StandardSchemaV1>(
   const result = schema["~standard"].validate(value);
   if (result instanceof Promise) {
     return result.then((r) => {
-      if (r.issues !== undefined) throw failure(code, what, r.issues);
+      if (r.issues !== undefined) throw schemaError(code, what, r.issues);
       return r.value as StandardSchemaV1.InferOutput<S>;
     });
   }
-  if (result.issues !== undefined) throw failure(code, what, result.issues);
+  if (result.issues !== undefined) throw schemaError(code, what, result.issues);
   return result.value as StandardSchemaV1.InferOutput<S>;
 }
 

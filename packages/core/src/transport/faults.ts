@@ -1,5 +1,5 @@
-import { KeelError } from "../errors/index.ts";
 import type { Random } from "../env/index.ts";
+import { KeelError } from "../errors/index.ts";
 
 /** How long a frame spends on a link, in milliseconds. */
 export type Latency =
@@ -19,13 +19,19 @@ export interface LinkFaults {
 
 function probability(name: string, value: number | undefined): void {
   if (value !== undefined && !(value >= 0 && value <= 1)) {
-    throw new KeelError("CONFIGURATION", `link fault '${name}' must be a probability in [0, 1], got ${value}`);
+    throw new KeelError(
+      "CONFIGURATION",
+      `link fault '${name}' must be a probability in [0, 1], got ${value}`,
+    );
   }
 }
 
 function nonNegative(name: string, value: number): void {
   if (!(Number.isFinite(value) && value >= 0)) {
-    throw new KeelError("CONFIGURATION", `latency '${name}' must be a finite number >= 0, got ${value}`);
+    throw new KeelError(
+      "CONFIGURATION",
+      `latency '${name}' must be a finite number >= 0, got ${value}`,
+    );
   }
 }
 
@@ -52,7 +58,10 @@ export function checkFaults(faults: LinkFaults): LinkFaults {
         nonNegative("stddev", l.stddev);
         break;
       default:
-        throw new KeelError("CONFIGURATION", `unknown latency kind ${JSON.stringify((l as { kind: unknown }).kind)}`);
+        throw new KeelError(
+          "CONFIGURATION",
+          `unknown latency kind ${JSON.stringify((l as { kind: unknown }).kind)}`,
+        );
     }
   }
   return faults;

@@ -87,7 +87,10 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
       stats.dropped++;
       return;
     }
-    const copies = faults.duplicate !== undefined && faults.duplicate > 0 && random.next() < faults.duplicate ? 2 : 1;
+    const copies =
+      faults.duplicate !== undefined && faults.duplicate > 0 && random.next() < faults.duplicate
+        ? 2
+        : 1;
     if (copies === 2) stats.duplicated++;
     // Receivers own their bytes: a sender reusing its buffer must not change a frame in flight.
     const item: InboundFrame = { from, frame };
@@ -105,7 +108,9 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
       connect() {
         const existing = queues.get(nodeId);
         if (existing !== undefined && !existing.closed) {
-          return Promise.reject(new KeelError("CONFIGURATION", `node id '${nodeId}' is already on this network`));
+          return Promise.reject(
+            new KeelError("CONFIGURATION", `node id '${nodeId}' is already on this network`),
+          );
         }
         queue = new FrameQueue();
         queues.set(nodeId, queue);
@@ -125,7 +130,8 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
         return Promise.resolve();
       },
       [Symbol.asyncIterator]() {
-        if (queue === undefined) throw new KeelError("CONFIGURATION", `transport of '${nodeId}' is not connected`);
+        if (queue === undefined)
+          throw new KeelError("CONFIGURATION", `transport of '${nodeId}' is not connected`);
         return queue[Symbol.asyncIterator]();
       },
     };

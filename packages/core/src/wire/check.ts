@@ -7,9 +7,14 @@ export class ProtocolViolation extends KeelError {
   readonly frameFrom: string | undefined;
   readonly frameKind: string | undefined;
 
-  constructor(message: string, raw: Record<string, unknown> | undefined, details?: Record<string, unknown>) {
+  constructor(
+    message: string,
+    raw: Record<string, unknown> | undefined,
+    details?: Record<string, unknown>,
+  ) {
     super("PROTOCOL", message, { noStack: true, ...(details === undefined ? {} : { details }) });
-    const str = (key: string) => (typeof raw?.[key] === "string" ? (raw[key] as string) : undefined);
+    const str = (key: string) =>
+      typeof raw?.[key] === "string" ? (raw[key] as string) : undefined;
     this.frameId = str("id");
     this.frameFrom = str("from");
     this.frameKind = str("k");
@@ -41,7 +46,8 @@ function optStr(raw: Raw, key: string, max = 4096): void {
 
 function num(raw: Raw, key: string): void {
   const v = raw[key];
-  if (typeof v !== "number" || !Number.isFinite(v)) fail(raw, `field '${key}' must be a finite number`);
+  if (typeof v !== "number" || !Number.isFinite(v))
+    fail(raw, `field '${key}' must be a finite number`);
 }
 
 function int(raw: Raw, key: string, min: number): void {
@@ -96,7 +102,10 @@ export function checkEnvelope(value: unknown): Envelope {
         fail(raw, "field 'caller' must name a node");
       }
       const meta = raw["meta"];
-      if (meta !== undefined && (!isRecord(meta) || Object.values(meta).some((m) => typeof m !== "string"))) {
+      if (
+        meta !== undefined &&
+        (!isRecord(meta) || Object.values(meta).some((m) => typeof m !== "string"))
+      ) {
         fail(raw, "field 'meta' must map strings to strings");
       }
       break;
@@ -116,13 +125,15 @@ export function checkEnvelope(value: unknown): Envelope {
       break;
     case "evt":
       str(raw, "name");
-      if (raw["mode"] !== "emit" && raw["mode"] !== "broadcast") fail(raw, "field 'mode' must be emit or broadcast");
+      if (raw["mode"] !== "emit" && raw["mode"] !== "broadcast")
+        fail(raw, "field 'mode' must be emit or broadcast");
       optStr(raw, "grp", MAX_NAME_LENGTH);
       optStr(raw, "tc", 512);
       break;
     case "announce": {
       int(raw, "seq", 0);
-      if (raw["state"] !== "ready" && raw["state"] !== "draining") fail(raw, "field 'state' must be ready or draining");
+      if (raw["state"] !== "ready" && raw["state"] !== "draining")
+        fail(raw, "field 'state' must be ready or draining");
       const services = raw["services"];
       if (!Array.isArray(services)) fail(raw, "field 'services' must be a list");
       for (const s of services) {

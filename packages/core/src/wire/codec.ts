@@ -1,5 +1,5 @@
 import { KeelError } from "../errors/index.ts";
-import { ProtocolViolation, checkEnvelope } from "./check.ts";
+import { checkEnvelope, ProtocolViolation } from "./check.ts";
 import type { Envelope } from "./envelope.ts";
 
 /** Turns envelopes into bytes and back. `decode` throws only PROTOCOL KeelErrors. */
@@ -13,15 +13,24 @@ export interface Codec {
 /** Refuses an oversized frame before any parsing. */
 export function checkSize(frame: Uint8Array, maxBytes: number): void {
   if (frame.byteLength > maxBytes) {
-    throw new ProtocolViolation(`frame of ${frame.byteLength} bytes exceeds the limit of ${maxBytes}`, undefined, {
-      size: frame.byteLength,
-      limit: maxBytes,
-    });
+    throw new ProtocolViolation(
+      `frame of ${frame.byteLength} bytes exceeds the limit of ${maxBytes}`,
+      undefined,
+      {
+        size: frame.byteLength,
+        limit: maxBytes,
+      },
+    );
   }
 }
 
 /** Wraps a parser so that whatever it throws becomes a PROTOCOL error. */
-export function decodeWith(codec: string, frame: Uint8Array, maxBytes: number, parse: (f: Uint8Array) => unknown): Envelope {
+export function decodeWith(
+  codec: string,
+  frame: Uint8Array,
+  maxBytes: number,
+  parse: (f: Uint8Array) => unknown,
+): Envelope {
   checkSize(frame, maxBytes);
   let value: unknown;
   try {
@@ -54,12 +63,18 @@ export function encodeChecked(codec: Codec, envelope: Envelope, maxBytes: number
   try {
     frame = codec.encode(envelope);
   } catch (cause) {
-    throw new KeelError("INVALID_ARGUMENT", `payload cannot be encoded with ${codec.name}`, { cause });
+    throw new KeelError("INVALID_ARGUMENT", `payload cannot be encoded with ${codec.name}`, {
+      cause,
+    });
   }
   if (frame.byteLength > maxBytes) {
-    throw new KeelError("PROTOCOL", `frame of ${frame.byteLength} bytes exceeds the limit of ${maxBytes}`, {
-      details: { size: frame.byteLength, limit: maxBytes },
-    });
+    throw new KeelError(
+      "PROTOCOL",
+      `frame of ${frame.byteLength} bytes exceeds the limit of ${maxBytes}`,
+      {
+        details: { size: frame.byteLength, limit: maxBytes },
+      },
+    );
   }
   return frame;
 }

@@ -43,8 +43,22 @@ export interface RequestFrame {
 
 /** A reply to a request: either a payload or an error. */
 export type ResponseFrame =
-  | { readonly v: 1; readonly k: "res"; readonly id: string; readonly from: string; readonly ok: true; readonly p: unknown }
-  | { readonly v: 1; readonly k: "res"; readonly id: string; readonly from: string; readonly ok: false; readonly err: WireError };
+  | {
+      readonly v: 1;
+      readonly k: "res";
+      readonly id: string;
+      readonly from: string;
+      readonly ok: true;
+      readonly p: unknown;
+    }
+  | {
+      readonly v: 1;
+      readonly k: "res";
+      readonly id: string;
+      readonly from: string;
+      readonly ok: false;
+      readonly err: WireError;
+    };
 
 /** The caller gave up on request `id`: the callee should stop working on it. */
 export interface CancelFrame {

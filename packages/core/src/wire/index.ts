@@ -1,4 +1,4 @@
-export { ProtocolViolation, checkEnvelope } from "./check.ts";
+export { checkEnvelope, ProtocolViolation } from "./check.ts";
 export { type Codec, encodeChecked, jsonCodec } from "./codec.ts";
 export {
   type AnnounceFrame,

@@ -1,6 +1,6 @@
 import { createRealEnv, type Env, type TimerHandle } from "../env/index.ts";
 import { isKeelError, KeelError } from "../errors/index.ts";
-import { schemaError, validate } from "../schema/index.ts";
+import { type StandardSchemaV1, schemaError, validate } from "../schema/index.ts";
 import type { InboundFrame, Transport } from "../transport/index.ts";
 import {
   type AnnounceFrame,
@@ -642,30 +642,91 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     this.#serve(inv, action, f.p);
   }
 
-  /** Runs a handler for an accepted request and delivers the outcome exactly once. */
+  /**
+   * Runs a handler for an accepted request and delivers the outcome exactly once. Stays
+   * synchronous while the schemas and the handler are, so a plain call costs no extra promises.
+   */
   #serve(inv: Invocation, action: AnyAction, input: unknown): void {
     this.stats.requestsHandled++;
     this.#serving.add(inv);
     this.#deadlines.add(inv);
-    this.#run(inv, action, input).then(
-      (value) => this.#finish(inv, true, value),
-      (err: unknown) => this.#finish(inv, false, this.#asKeelError(err, inv)),
-    );
+    let out: unknown;
+    try {
+      const checked = action.input["~standard"].validate(input);
+      if (checked instanceof Promise) {
+        checked.then(
+          (r) => this.#handle(inv, action, r),
+          (err: unknown) => this.#fail(inv, err),
+        );
+        return;
+      }
+      this.#handle(inv, action, checked);
+      return;
+    } catch (err) {
+      out = err;
+    }
+    this.#fail(inv, out);
   }
 
-  async #run(inv: Invocation, action: AnyAction, input: unknown): Promise<unknown> {
-    let value = validate(action.input, input, `input of ${inv.service}.${inv.action}`);
-    if (value instanceof Promise) value = await value;
-    let out = action.handler(value, inv);
-    if (out instanceof Promise) out = await out;
-    let checked = validate(
-      action.output,
-      out,
-      `output of ${inv.service}.${inv.action}`,
-      "INTERNAL",
-    );
-    if (checked instanceof Promise) checked = await checked;
-    return checked;
+  #handle(inv: Invocation, action: AnyAction, checked: StandardSchemaV1.Result<unknown>): void {
+    let out: unknown;
+    try {
+      if (checked.issues !== undefined) {
+        throw schemaError(
+          "INVALID_ARGUMENT",
+          `input of ${inv.service}.${inv.action}`,
+          checked.issues,
+        );
+      }
+      out = action.handler(checked.value, inv);
+    } catch (err) {
+      this.#fail(inv, err);
+      return;
+    }
+    if (out instanceof Promise) {
+      out.then(
+        (value: unknown) => this.#respond(inv, action, value),
+        (err: unknown) => this.#fail(inv, err),
+      );
+    } else {
+      this.#respond(inv, action, out);
+    }
+  }
+
+  /** Checks a handler's result against the output schema, then delivers it. */
+  #respond(inv: Invocation, action: AnyAction, out: unknown): void {
+    if (inv.settled) return;
+    let checked: StandardSchemaV1.Result<unknown> | Promise<StandardSchemaV1.Result<unknown>>;
+    try {
+      checked = action.output["~standard"].validate(out);
+    } catch (err) {
+      this.#fail(inv, err);
+      return;
+    }
+    if (checked instanceof Promise) {
+      checked.then(
+        (r) => this.#deliver(inv, r),
+        (err: unknown) => this.#fail(inv, err),
+      );
+    } else {
+      this.#deliver(inv, checked);
+    }
+  }
+
+  #deliver(inv: Invocation, checked: StandardSchemaV1.Result<unknown>): void {
+    if (checked.issues !== undefined) {
+      this.#fail(
+        inv,
+        schemaError("INTERNAL", `output of ${inv.service}.${inv.action}`, checked.issues),
+      );
+    } else {
+      this.#finish(inv, true, checked.value);
+    }
+  }
+
+  #fail(inv: Invocation, err: unknown): void {
+    if (inv.settled) return;
+    this.#finish(inv, false, this.#asKeelError(err, inv));
   }
 
   #asKeelError(err: unknown, inv: Invocation): KeelError {
@@ -690,7 +751,8 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     const ep = inv.endpoint;
     if (ep !== undefined) {
       ep.inflight--;
-      Registry.observe(ep, this.env.clock.now() - inv.startedAt);
+      // Latency only matters to the balancer when there is a choice (startedAt is 0 otherwise).
+      if (inv.startedAt !== 0) Registry.observe(ep, this.env.clock.now() - inv.startedAt);
     }
     if (inv.replyTo === undefined) {
       if (ok) inv.resolveLocal?.(value);
@@ -843,6 +905,8 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
           ep,
           resolve,
           reject,
+          now,
+          endpoints !== undefined && endpoints.length > 1,
         );
       });
     }
@@ -877,8 +941,9 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     ep: Endpoint,
     resolve: (value: unknown) => void,
     reject: (err: KeelError) => void,
+    now: number,
+    measure: boolean,
   ): void {
-    const now = this.env.clock.now();
     const limit =
       action.timeoutMs === undefined ? deadline : Math.min(deadline, now + action.timeoutMs);
     const caller = parent === undefined ? undefined : { node: this.id, service: parent.service };
@@ -897,7 +962,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     inv.resolveLocal = resolve;
     inv.rejectLocal = reject;
     inv.endpoint = ep;
-    inv.startedAt = now;
+    inv.startedAt = measure ? now : 0;
     ep.inflight++;
     const signal = options?.signal;
     if (signal !== undefined || parent !== undefined) {
@@ -1040,6 +1105,8 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
         next,
         call.resolve,
         call.reject,
+        this.env.clock.now(),
+        true,
       );
       return;
     }

@@ -31,7 +31,7 @@ export interface InProcessNetwork {
   setLink(from: string, to: string, faults: LinkFaults): void;
   /** Blocks traffic between two groups of nodes (both ways unless `oneWay`). */
   partition(a: readonly string[], b: readonly string[], options?: PartitionOptions): void;
-  /** Cuts one node off from every other node, both ways. */
+  /** Cuts one node off from every other node, both ways, including nodes that join later. */
   isolate(nodeId: string): void;
   /** Removes every partition. */
   heal(): void;
@@ -63,6 +63,7 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
   const queues = new Map<string, FrameQueue>();
   const links = new Map<string, LinkFaults>();
   const blocked = new Set<string>();
+  const isolated = new Set<string>();
   let defaults: LinkFaults = checkFaults(options.faults ?? {});
   const stats: NetworkStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, blocked: 0 };
 
@@ -78,7 +79,10 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
 
   const route = (from: string, to: string, frame: Uint8Array): void => {
     stats.sent++;
-    if (blocked.size > 0 && blocked.has(linkKey(from, to))) {
+    if (
+      (blocked.size > 0 && blocked.has(linkKey(from, to))) ||
+      (isolated.size > 0 && (isolated.has(from) || isolated.has(to)))
+    ) {
       stats.blocked++;
       return;
     }
@@ -156,14 +160,11 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
       }
     },
     isolate(nodeId) {
-      const others = [...queues.keys()].filter((n) => n !== nodeId);
-      for (const o of others) {
-        blocked.add(linkKey(nodeId, o));
-        blocked.add(linkKey(o, nodeId));
-      }
+      isolated.add(nodeId);
     },
     heal() {
       blocked.clear();
+      isolated.clear();
     },
     clearFaults() {
       links.clear();

@@ -250,6 +250,30 @@ describe("failover and failure detection", () => {
     assert.deepEqual(out.value, { node: "r1" });
   });
 
+  it("recognises a node restarted under the same id, even one that crashed mid-drain", async () => {
+    await using c = cluster(13);
+    const work = workService();
+    const r1 = c.add("r1", [work]);
+    const caller = c.add("caller");
+    await c.start();
+    const inflight = capture(caller.call(work, "once", { ms: 10_000 }, { timeoutMs: 20_000 }));
+    await c.env.advance(1);
+    void r1.stop({ graceMs: 60_000 });
+    await c.env.advance(1);
+    assert.equal(caller.registry.node("r1")?.state, "draining");
+    r1.crash();
+    const reborn = c.add("r1", [work]);
+    await reborn.start();
+    await c.env.advance(300);
+    // The old life's call fails at once instead of waiting out its deadline.
+    assert.ok(hasCode(inflight.error, "UNAVAILABLE"), String(inflight.error));
+    assert.match(inflight.error.message, /restarted/);
+    assert.equal(caller.registry.node("r1")?.state, "ready");
+    const out = capture(caller.call(work, "once", { ms: 1 }));
+    await c.env.advance(5);
+    assert.deepEqual(out.value, { node: "r1" });
+  });
+
   it("keeps working with lossy, duplicating, slow links", async () => {
     await using c = cluster(11);
     const work = workService();
@@ -536,7 +560,7 @@ describe("bad input on the wire", () => {
     const node = c.add("a", [svc], { logger: log, maxFrameBytes: 4096 });
     const peer = c.add("b");
     await c.start();
-    const valid = jsonCodec.encode({ v: WIRE_VERSION, k: "hb", from: "b", seq: 0 });
+    const valid = jsonCodec.encode({ v: WIRE_VERSION, k: "hb", from: "b", inc: "i1", seq: 0 });
     const frames = [
       new Uint8Array([0xff, 0x00, 0x13]),
       valid.subarray(0, valid.length - 3),

@@ -21,7 +21,7 @@ import type { BalancerName, Caller, CallOptions, Client } from "./context-types.
 import { DeadlineTracker, type Expiring } from "./deadlines.ts";
 import { EventInvocation, Invocation, type RuntimeHooks } from "./invocation.ts";
 import { createJsonLogger, type Logger } from "./logger.ts";
-import { type Endpoint, Registry, type RegistryView } from "./registry.ts";
+import { type Endpoint, type NodeDownReason, Registry, type RegistryView } from "./registry.ts";
 import { cancelled, deadlineExceeded, type Scope } from "./scope.ts";
 import type {
   ActionName,
@@ -233,6 +233,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   readonly #stateListeners = new Set<(state: NodeState) => void>();
   #state: NodeState = "created";
   #seq = 0;
+  #incarnation = "";
   #nextId = 0;
   #heartbeat: TimerHandle | undefined;
   #receiving: Promise<void> | undefined;
@@ -328,14 +329,9 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       throw new KeelError("FAILED_PRECONDITION", `node '${this.id}' was already started`);
     this.#setState("starting");
     await this.#transport.connect();
-    this.#registry.upsert(
-      this.id,
-      true,
-      this.#seq,
-      "ready",
-      this.#announcement,
-      this.env.clock.now(),
-    );
+    // From the Env's shared stream: a per-node split would repeat across restarts of the same id.
+    this.#incarnation = this.env.random.hex(8);
+    this.#registry.upsert(this.#self("ready"), this.env.clock.now());
     this.#receiving = this.#receive();
     this.#setState("ready");
     this.#broadcast(this.#announce(true));
@@ -355,14 +351,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   async #drain(graceMs: number): Promise<void> {
     this.#setState("draining");
     this.#seq++;
-    this.#registry.upsert(
-      this.id,
-      true,
-      this.#seq,
-      "draining",
-      this.#announcement,
-      this.env.clock.now(),
-    );
+    this.#registry.upsert(this.#self("draining"), this.env.clock.now());
     this.#broadcast(this.#announce(false));
     if (this.#serving.size > 0) {
       await new Promise<void>((resolve) => {
@@ -377,6 +366,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
         };
       });
     }
+    if (this.#state === "stopped") return; // crashed while draining: a dead process says nothing
     // Whatever is still running gets a clear answer: never dropped silently.
     for (const inv of [...this.#serving]) {
       const err = unavailable(`node '${this.id}' stopped before the request finished`, {
@@ -435,12 +425,24 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
 
   // ---- discovery -------------------------------------------------------------------------------
 
+  #self(state: "ready" | "draining") {
+    return {
+      id: this.id,
+      local: true,
+      incarnation: this.#incarnation,
+      seq: this.#seq,
+      state,
+      services: this.#announcement,
+    };
+  }
+
   #announce(reply: boolean): AnnounceFrame {
     const state = this.#state === "draining" ? "draining" : "ready";
     return {
       v: WIRE_VERSION,
       k: "announce",
       from: this.id,
+      inc: this.#incarnation,
       seq: this.#seq,
       state,
       services: this.#announcement,
@@ -456,13 +458,19 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
 
   #onHeartbeat(): void {
     if (this.#state !== "ready" && this.#state !== "draining") return;
-    this.#broadcast({ v: WIRE_VERSION, k: "hb", from: this.id, seq: this.#seq });
+    this.#broadcast({
+      v: WIRE_VERSION,
+      k: "hb",
+      from: this.id,
+      inc: this.#incarnation,
+      seq: this.#seq,
+    });
     const silentSince = this.env.clock.now() - this.#failureTimeoutMs;
     for (const node of this.#registry.silentSince(silentSince)) this.#nodeGone(node, "failed");
     this.#scheduleHeartbeat();
   }
 
-  #nodeGone(node: string, reason: "left" | "failed"): void {
+  #nodeGone(node: string, reason: NodeDownReason): void {
     if (!this.#registry.remove(node, reason)) return;
     if (reason === "failed")
       this.log.warn({ peer: node }, "peer failed: no frame within the failure timeout");
@@ -471,7 +479,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       this.#pending.delete(call.attemptId);
       this.#attemptFailed(
         call,
-        unavailable(`node '${node}' ${reason === "left" ? "left" : "failed"} before replying`, {
+        unavailable(`node '${node}' ${reason} before replying`, {
           node,
         }),
       );
@@ -555,12 +563,17 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
         this.#onEvent(frame);
         break;
       case "announce": {
+        if (known !== undefined && known.incarnation !== frame.inc)
+          this.#nodeGone(frame.from, "restarted");
         const isNew = this.#registry.upsert(
-          frame.from,
-          false,
-          frame.seq,
-          frame.state,
-          frame.services,
+          {
+            id: frame.from,
+            local: false,
+            incarnation: frame.inc,
+            seq: frame.seq,
+            state: frame.state,
+            services: frame.services,
+          },
           now,
         );
         if ((isNew || frame.reply === true) && this.#state !== "stopped")
@@ -568,8 +581,11 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
         break;
       }
       case "hb":
-        // A heartbeat from a stranger, or one with news we missed: ask for its announce.
-        if (known === undefined || known.seq < frame.seq)
+        // A stranger, a restarted node, or news we missed: ask for its announce.
+        if (known !== undefined && known.incarnation !== frame.inc) {
+          this.#nodeGone(frame.from, "restarted");
+          this.#sendTo(frame.from, this.#announce(true));
+        } else if (known === undefined || known.seq < frame.seq)
           this.#sendTo(frame.from, this.#announce(true));
         break;
       case "leave":

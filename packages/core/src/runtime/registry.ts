@@ -16,6 +16,8 @@ export interface Endpoint {
 export interface NodeRecord {
   readonly id: string;
   readonly local: boolean;
+  /** Changes each time the node starts. */
+  readonly incarnation: string;
   seq: number;
   state: "ready" | "draining";
   /** Monotonic time of the last frame heard from it. */
@@ -27,7 +29,14 @@ export interface NodeRecord {
 export type RegistryEvent =
   | { readonly kind: "node-up"; readonly node: string }
   | { readonly kind: "node-updated"; readonly node: string }
-  | { readonly kind: "node-down"; readonly node: string; readonly reason: "left" | "failed" };
+  | {
+      readonly kind: "node-down";
+      readonly node: string;
+      readonly reason: NodeDownReason;
+    };
+
+/** Why a node left the registry: it said goodbye, went silent, or came back as a new incarnation. */
+export type NodeDownReason = "left" | "failed" | "restarted";
 
 /** Read-only view of a node's registry. */
 export interface RegistryView {
@@ -102,16 +111,12 @@ export class Registry implements RegistryView {
   }
 
   /** Records an announcement; returns true if the node was new. */
-  upsert(
-    id: string,
-    local: boolean,
-    seq: number,
-    state: "ready" | "draining",
-    services: readonly ServiceAnnouncement[],
-    now: number,
-  ): boolean {
+  upsert(announced: Omit<NodeRecord, "lastSeen">, now: number): boolean {
+    const { id, seq, state, services } = announced;
     const existing = this.#nodes.get(id);
-    if (existing !== undefined) {
+    if (existing !== undefined && existing.incarnation !== announced.incarnation) {
+      this.remove(id, "restarted");
+    } else if (existing !== undefined) {
       existing.lastSeen = now;
       if (seq < existing.seq) return false; // a late, older announce
       const changed = seq !== existing.seq || state !== existing.state;
@@ -124,7 +129,7 @@ export class Registry implements RegistryView {
       }
       return false;
     }
-    this.#nodes.set(id, { id, local, seq, state, lastSeen: now, services });
+    this.#nodes.set(id, { ...announced, lastSeen: now });
     this.#rebuild();
     this.#notify({ kind: "node-up", node: id });
     return true;
@@ -137,7 +142,7 @@ export class Registry implements RegistryView {
     return rec;
   }
 
-  remove(id: string, reason: "left" | "failed"): boolean {
+  remove(id: string, reason: NodeDownReason): boolean {
     if (!this.#nodes.delete(id)) return false;
     for (const [key, ep] of this.#all) if (ep.node === id) this.#all.delete(key);
     this.#rebuild();

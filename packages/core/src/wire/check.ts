@@ -131,6 +131,7 @@ export function checkEnvelope(value: unknown): Envelope {
       optStr(raw, "tc", 512);
       break;
     case "announce": {
+      str(raw, "inc", 64);
       int(raw, "seq", 0);
       if (raw["state"] !== "ready" && raw["state"] !== "draining")
         fail(raw, "field 'state' must be ready or draining");
@@ -146,6 +147,7 @@ export function checkEnvelope(value: unknown): Envelope {
       break;
     }
     case "hb":
+      str(raw, "inc", 64);
       int(raw, "seq", 0);
       break;
     case "leave":

@@ -86,6 +86,8 @@ export interface AnnounceFrame {
   readonly v: 1;
   readonly k: "announce";
   readonly from: string;
+  /** Changes every time the node starts: tells a restarted node from its earlier life. */
+  readonly inc: string;
   /** Bumped on every change to what the node announces. */
   readonly seq: number;
   readonly state: "ready" | "draining";
@@ -99,6 +101,8 @@ export interface HeartbeatFrame {
   readonly v: 1;
   readonly k: "hb";
   readonly from: string;
+  /** The sender's incarnation, as in its announce. */
+  readonly inc: string;
   readonly seq: number;
 }
 

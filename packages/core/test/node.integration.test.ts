@@ -179,14 +179,13 @@ describe("failover and failure detection", () => {
       if (e.kind === "node-down" && e.node === "r1") downAt = c.env.clock.now();
     });
     // Pin the first attempt to r1 with consistent hashing, then kill r1 mid-call.
-    let key = 0;
-    while ((await pinned(c, caller, work, String(key))) !== "r1") key++;
+    const key = await keyFor(c, caller, work, "r1");
     const out = capture(
       caller.call(
         work,
         "idem",
         { ms: 50 },
-        { balancer: "consistent-hash", hashKey: String(key), timeoutMs: 5000 },
+        { balancer: "consistent-hash", hashKey: key, timeoutMs: 5000 },
       ),
     );
     await c.env.advance(10);
@@ -212,14 +211,13 @@ describe("failover and failure detection", () => {
     c.add("r2", [work]);
     const caller = c.add("caller");
     await c.start();
-    let key = 0;
-    while ((await pinned(c, caller, work, String(key))) !== "r1") key++;
+    const key = await keyFor(c, caller, work, "r1");
     const out = capture(
       caller.call(
         work,
         "once",
         { ms: 50 },
-        { balancer: "consistent-hash", hashKey: String(key), timeoutMs: 5000 },
+        { balancer: "consistent-hash", hashKey: key, timeoutMs: 5000 },
       ),
     );
     await c.env.advance(10);
@@ -301,9 +299,8 @@ describe("drain", () => {
     c.add("r2", [work]);
     const caller = c.add("caller");
     await c.start();
-    let key = 0;
-    while ((await pinned(c, caller, work, String(key))) !== "r1") key++;
-    const opts = { balancer: "consistent-hash", hashKey: String(key) } as const;
+    const key = await keyFor(c, caller, work, "r1");
+    const opts = { balancer: "consistent-hash", hashKey: key } as const;
     const short = capture(caller.call(work, "once", { ms: 100 }, opts));
     const long = capture(caller.call(work, "once", { ms: 5000 }, opts));
     await c.env.advance(5);
@@ -717,4 +714,16 @@ async function pinned(
   await c.env.advance(2);
   assert.ok(out.value !== undefined, String(out.error));
   return out.value.node;
+}
+
+/** A consistent-hash key that lands on `node`. */
+async function keyFor(
+  c: ReturnType<typeof cluster>,
+  from: ReturnType<ReturnType<typeof cluster>["add"]>,
+  work: ReturnType<typeof workService>,
+  node: string,
+): Promise<string> {
+  for (let i = 0; i < 100; i++)
+    if ((await pinned(c, from, work, String(i))) === node) return String(i);
+  throw new Error(`no key reaches ${node}`);
 }

@@ -3,8 +3,8 @@ import type { Random } from "./types.ts";
 /** Seeds accepted by Keel's random streams. */
 export type Seed = number | string;
 
-// FNV-1a then a murmur3 finaliser: spreads similar labels/seeds far apart.
-function hash32(text: string, basis = 0x811c9dc5): number {
+/** FNV-1a then a murmur3 finaliser: spreads similar labels and seeds far apart. */
+export function hash32(text: string, basis = 0x811c9dc5): number {
   let h = basis >>> 0;
   for (let i = 0; i < text.length; i++) {
     h ^= text.charCodeAt(i);

@@ -1,4 +1,4 @@
-import type { Random } from "../env/index.ts";
+import { hash32, type Random } from "../env/index.ts";
 import { KeelError } from "../errors/index.ts";
 import type { BalancerName } from "./context-types.ts";
 import type { Endpoint } from "./registry.ts";
@@ -8,20 +8,6 @@ export interface BalancerState {
   readonly random: Random;
   /** Round-robin cursors per routing key. */
   readonly cursors: Map<string, number>;
-}
-
-function hash32(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  h ^= h >>> 15;
-  h = Math.imul(h, 0x2c1b3c6d);
-  h ^= h >>> 12;
-  h = Math.imul(h, 0x297a2d39);
-  h ^= h >>> 15;
-  return h >>> 0;
 }
 
 const score = (e: Endpoint) => (e.ewma + 1) * (e.inflight + 1);

@@ -45,17 +45,68 @@ export interface RuntimeHooks {
 const EMPTY_META: Readonly<Record<string, string>> = Object.freeze({});
 
 /**
+ * The Caller half of every context: calls, clients and events go through the node, with this
+ * context as the parent of what it starts (so deadlines and cancellation flow downstream).
+ */
+abstract class CallerBase extends Scope {
+  readonly #rt: RuntimeHooks;
+
+  constructor(rt: RuntimeHooks) {
+    super();
+    this.#rt = rt;
+  }
+
+  /** The invocation whose deadline and cancellation bind what this context starts. */
+  protected abstract get parentCall(): Invocation | undefined;
+
+  get node(): string {
+    return this.#rt.id;
+  }
+
+  get env(): Env {
+    return this.#rt.env;
+  }
+
+  get log(): Logger {
+    return this.#rt.log;
+  }
+
+  call<S extends AnyService, A extends ActionName<S>>(
+    service: S,
+    action: A,
+    input: InputOf<S, A>,
+    options?: CallOptions,
+  ): Promise<OutputOf<S, A>> {
+    return this.#rt.invoke(service, action, input, options, this.parentCall) as Promise<
+      OutputOf<S, A>
+    >;
+  }
+
+  client<S extends AnyService>(service: S, defaults?: CallOptions): Client<S> {
+    return this.#rt.client(service, defaults, this.parentCall);
+  }
+
+  emit<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
+    this.#rt.emitEvent(event, payload, "emit", this.parentCall);
+  }
+
+  broadcast<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
+    this.#rt.emitEvent(event, payload, "broadcast", this.parentCall);
+  }
+}
+
+/**
  * One handled request: the handler's Context, the server's in-flight record and a deadline entry
  * in one object, so the hot path allocates little.
  */
-export class Invocation extends Scope implements Context, Expiring {
+export class Invocation extends CallerBase implements Context, Expiring {
   heapIndex = -1;
   /** True once the outcome was delivered (reply sent or local promise settled). */
   settled = false;
   /** Local calls: settles the caller's promise. */
   resolveLocal: ((value: unknown) => void) | undefined;
   rejectLocal: ((err: KeelError) => void) | undefined;
-  /** Local calls: the endpoint whose stats this call updates, and when it started. */
+  /** Local calls: the endpoint whose stats this call updates, and when it started (0: not measured). */
   endpoint: Endpoint | undefined;
   startedAt = 0;
   /** Undoes links to the caller's signal or parent scope. */
@@ -85,7 +136,7 @@ export class Invocation extends Scope implements Context, Expiring {
     traceContext: string | undefined,
     replyTo: string | undefined,
   ) {
-    super();
+    super(rt);
     this.#rt = rt;
     this.service = service;
     this.action = action;
@@ -98,16 +149,8 @@ export class Invocation extends Scope implements Context, Expiring {
     this.replyTo = replyTo;
   }
 
-  get node(): string {
-    return this.#rt.id;
-  }
-
-  get env(): Env {
-    return this.#rt.env;
-  }
-
-  get log(): Logger {
-    return this.#rt.log;
+  protected get parentCall(): Invocation {
+    return this;
   }
 
   remainingMs(): number {
@@ -117,32 +160,10 @@ export class Invocation extends Scope implements Context, Expiring {
   expire(): void {
     this.#rt.expired(this);
   }
-
-  call<S extends AnyService, A extends ActionName<S>>(
-    service: S,
-    action: A,
-    input: InputOf<S, A>,
-    options?: CallOptions,
-  ): Promise<OutputOf<S, A>> {
-    return this.#rt.invoke(service, action, input, options, this) as Promise<OutputOf<S, A>>;
-  }
-
-  client<S extends AnyService>(service: S, defaults?: CallOptions): Client<S> {
-    return this.#rt.client(service, defaults, this);
-  }
-
-  emit<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
-    this.#rt.emitEvent(event, payload, "emit", this);
-  }
-
-  broadcast<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
-    this.#rt.emitEvent(event, payload, "broadcast", this);
-  }
 }
 
-/** The context of one event delivery. */
-export class EventInvocation implements EventContext {
-  readonly #rt: RuntimeHooks;
+/** The context of one event delivery: calls it makes start fresh, with no parent deadline. */
+export class EventInvocation extends CallerBase implements EventContext {
   readonly service: string;
   readonly event: string;
   readonly from: string;
@@ -155,43 +176,14 @@ export class EventInvocation implements EventContext {
     from: string,
     traceContext: string | undefined,
   ) {
-    this.#rt = rt;
+    super(rt);
     this.service = service;
     this.event = event;
     this.from = from;
     this.traceContext = traceContext;
   }
 
-  get node(): string {
-    return this.#rt.id;
-  }
-
-  get env(): Env {
-    return this.#rt.env;
-  }
-
-  get log(): Logger {
-    return this.#rt.log;
-  }
-
-  call<S extends AnyService, A extends ActionName<S>>(
-    service: S,
-    action: A,
-    input: InputOf<S, A>,
-    options?: CallOptions,
-  ): Promise<OutputOf<S, A>> {
-    return this.#rt.invoke(service, action, input, options, undefined) as Promise<OutputOf<S, A>>;
-  }
-
-  client<S extends AnyService>(service: S, defaults?: CallOptions): Client<S> {
-    return this.#rt.client(service, defaults, undefined);
-  }
-
-  emit<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
-    this.#rt.emitEvent(event, payload, "emit", undefined);
-  }
-
-  broadcast<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
-    this.#rt.emitEvent(event, payload, "broadcast", undefined);
+  protected get parentCall(): undefined {
+    return undefined;
   }
 }

@@ -134,34 +134,16 @@ class ClientCall implements Expiring {
   sentAt = 0;
   tried: Set<string> | undefined;
   unlink: (() => void) | undefined;
-  readonly service: AnyService;
-  readonly key: string;
-  readonly action: string;
-  readonly input: unknown;
-  readonly options: CallOptions | undefined;
-  readonly parent: Invocation | undefined;
-  readonly idempotent: boolean;
+  readonly spec: CallSpec;
   readonly deadline: number;
-  readonly resolve: (value: unknown) => void;
-  readonly reject: (err: KeelError) => void;
-  readonly #onExpire: (call: ClientCall) => void;
 
   constructor(spec: CallSpec) {
-    this.service = spec.service;
-    this.key = spec.key;
-    this.action = spec.action;
-    this.input = spec.input;
-    this.options = spec.options;
-    this.parent = spec.parent;
-    this.idempotent = spec.idempotent;
+    this.spec = spec;
     this.deadline = spec.deadline;
-    this.resolve = spec.resolve;
-    this.reject = spec.reject;
-    this.#onExpire = spec.onExpire;
   }
 
   expire(): void {
-    this.#onExpire(this);
+    this.spec.onExpire(this);
   }
 }
 
@@ -1018,18 +1000,18 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     call.attemptId = (++this.#nextId).toString(36);
     call.endpoint = ep;
     call.sentAt = now;
-    const opts = call.options;
-    const parent = call.parent;
+    const opts = call.spec.options;
+    const parent = call.spec.parent;
     const frame: RequestFrame = {
       v: WIRE_VERSION,
       k: "req",
       id: call.attemptId,
       from: this.id,
-      svc: call.service.name,
+      svc: call.spec.service.name,
       ver: ep.version,
-      act: call.action,
+      act: call.spec.action,
       dl: remaining,
-      p: call.input,
+      p: call.spec.input,
       ...(parent?.traceContext === undefined ? {} : { tc: parent.traceContext }),
       ...(opts?.idempotencyKey === undefined ? {} : { ik: opts.idempotencyKey }),
       ...(parent === undefined ? {} : { caller: { node: this.id, service: parent.service } }),
@@ -1078,24 +1060,24 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       // The request may have run: only an idempotent action may run again elsewhere.
       call.endpoint.inflight = Math.max(0, call.endpoint.inflight - 1);
     }
-    const safe = wasNotProcessed || call.idempotent;
+    const safe = wasNotProcessed || call.spec.idempotent;
     if (!safe || !(call.deadline > this.env.clock.now()) || this.#state === "stopped") {
       this.#settle(call, err);
       return;
     }
     call.tried ??= new Set();
     if (call.endpoint !== undefined) call.tried.add(call.endpoint.node);
-    const endpoints = this.#registry.endpointsByKey(call.key);
+    const endpoints = this.#registry.endpointsByKey(call.spec.key);
     const next =
       endpoints === undefined
         ? undefined
         : pick(
-            call.options?.balancer ?? this.#balancer,
-            call.key,
+            call.spec.options?.balancer ?? this.#balancer,
+            call.spec.key,
             endpoints,
             this.#balance,
             call.tried,
-            call.options?.hashKey,
+            call.spec.options?.hashKey,
           );
     if (next === undefined) {
       this.#settle(call, err);
@@ -1103,24 +1085,29 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     }
     this.stats.failovers++;
     this.log.debug(
-      { service: call.key, action: call.action, from: call.endpoint?.node, to: next.node },
+      {
+        service: call.spec.key,
+        action: call.spec.action,
+        from: call.endpoint?.node,
+        to: next.node,
+      },
       "failing over",
     );
     if (next.local) {
-      const hosted = this.#hosted.get(call.key)!;
+      const hosted = this.#hosted.get(call.spec.key)!;
       this.#deadlines.remove(call);
       call.unlink?.();
       call.settled = true;
       this.#startLocal(
         hosted,
-        hosted.actions.get(call.action)!,
-        call.input,
-        call.options,
-        call.parent,
+        hosted.actions.get(call.spec.action)!,
+        call.spec.input,
+        call.spec.options,
+        call.spec.parent,
         call.deadline,
         next,
-        call.resolve,
-        call.reject,
+        call.spec.resolve,
+        call.spec.reject,
         this.env.clock.now(),
         true,
       );
@@ -1131,7 +1118,10 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
 
   #onCallExpired(call: ClientCall): void {
     this.#sendCancel(call);
-    this.#settle(call, deadlineExceeded(`${call.key}.${call.action} exceeded its deadline`));
+    this.#settle(
+      call,
+      deadlineExceeded(`${call.spec.key}.${call.spec.action} exceeded its deadline`),
+    );
   }
 
   #sendCancel(call: ClientCall): void {
@@ -1155,8 +1145,8 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     }
     this.#deadlines.remove(call);
     call.unlink?.();
-    if (err === undefined) call.resolve(value);
-    else call.reject(err);
+    if (err === undefined) call.spec.resolve(value);
+    else call.spec.reject(err);
   }
 
   // ---- events ----------------------------------------------------------------------------------
@@ -1188,43 +1178,39 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     const bySvc = this.#registry.subscribers(event.name);
     if (bySvc === undefined) return;
     const tc = (parent as Invocation | undefined)?.traceContext;
+    // One copy per subscribing service (emit, round-robin over its nodes) or per node (broadcast).
+    const targets: Array<[node: string, grp: string | undefined]> = [];
     if (mode === "emit") {
       for (const [svc, nodes] of bySvc) {
-        const target = nodes.length === 1 ? nodes[0]! : nodes[this.#eventCursor++ % nodes.length]!;
-        if (target === this.id) this.#deliverLocal(event.name, payload, svc, this.id, tc);
-        else
-          this.#sendEvent(target, {
-            v: WIRE_VERSION,
-            k: "evt",
-            from: this.id,
-            name: event.name,
-            mode,
-            grp: svc,
-            p: payload,
-            ...(tc === undefined ? {} : { tc }),
-          });
+        targets.push([
+          nodes.length === 1 ? nodes[0]! : nodes[this.#eventCursor++ % nodes.length]!,
+          svc,
+        ]);
       }
-      return;
+    } else {
+      const nodes = new Set<string>();
+      for (const list of bySvc.values()) for (const n of list) nodes.add(n);
+      for (const n of nodes) targets.push([n, undefined]);
     }
-    const targets = new Set<string>();
-    for (const nodes of bySvc.values()) for (const n of nodes) targets.add(n);
-    for (const target of targets) {
-      if (target === this.id) this.#deliverLocal(event.name, payload, undefined, this.id, tc);
-      else
-        this.#sendEvent(target, {
-          v: WIRE_VERSION,
-          k: "evt",
-          from: this.id,
-          name: event.name,
-          mode,
-          p: payload,
-          ...(tc === undefined ? {} : { tc }),
-        });
+    for (const [target, grp] of targets) {
+      if (target === this.id) {
+        this.#deliverLocal(event.name, payload, grp, this.id, tc);
+        continue;
+      }
+      const frame: EventFrame = {
+        v: WIRE_VERSION,
+        k: "evt",
+        from: this.id,
+        name: event.name,
+        mode,
+        p: payload,
+      };
+      this.#sendTo(target, {
+        ...frame,
+        ...(grp === undefined ? {} : { grp }),
+        ...(tc === undefined ? {} : { tc }),
+      });
     }
-  }
-
-  #sendEvent(to: string, frame: EventFrame): void {
-    this.#sendTo(to, frame);
   }
 
   #onEvent(f: EventFrame): void {

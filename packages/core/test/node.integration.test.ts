@@ -649,6 +649,48 @@ describe("bad input on the wire", () => {
   });
 });
 
+describe("call option errors", () => {
+  const kv = defineService("kv").action("get", {
+    input: z.object({ k: z.string() }),
+    output: z.string(),
+    idempotent: true,
+    handler: ({ k }) => k,
+  });
+
+  it("rejects (never throws synchronously) bad routing options, with one endpoint or two", async () => {
+    await using c = cluster();
+    const a = c.add("a", [kv]);
+    await c.start();
+    const bad = [
+      { balancer: "consistent-hash" },
+      { versions: { 1: -5 } },
+      { versions: { 1: 0 } },
+      { balancer: "fastest" as "p2c" },
+      { timeoutMs: Number.NaN },
+    ] as const;
+    for (const options of bad) {
+      let promise: Promise<string> | undefined;
+      assert.doesNotThrow(() => {
+        promise = a.call(kv, "get", { k: "x" }, options);
+      });
+      await assert.rejects(
+        promise!,
+        (err) => hasCode(err, "CONFIGURATION"),
+        JSON.stringify(options),
+      );
+    }
+    c.add("b", [kv]);
+    await c.start();
+    await assert.rejects(a.call(kv, "get", { k: "x" }, { balancer: "consistent-hash" }), (err) =>
+      hasCode(err, "CONFIGURATION"),
+    );
+    assert.throws(
+      () => a.client(kv, { versions: { 2: -1 } }),
+      (err) => hasCode(err, "CONFIGURATION"),
+    );
+  });
+});
+
 describe("lifecycle and configuration", () => {
   it("refuses bad options and definitions at definition time", () => {
     const isConfig = (e: unknown) => e instanceof KeelError && e.code === "CONFIGURATION";

@@ -72,7 +72,8 @@ class Sfc32 implements Random {
   }
 
   split(label: string): Random {
-    return new Sfc32(`${this.#seedKey}/${label}`);
+    // Structured, so no root seed or other (parent, label) pair can spell the same key.
+    return new Sfc32(JSON.stringify([this.#seedKey, label]));
   }
 
   hex(bytes: number): string {

@@ -1,6 +1,6 @@
 import { hash32, type Random } from "../env/index.ts";
 import { KeelError } from "../errors/index.ts";
-import type { BalancerName } from "./context-types.ts";
+import type { BalancerName, CallOptions } from "./context-types.ts";
 import type { Endpoint } from "./registry.ts";
 
 /** Picks one endpoint among candidates; `exclude` holds nodes already tried by this call. */
@@ -29,6 +29,13 @@ export function pick(
   exclude: ReadonlySet<string> | undefined,
   hashKey: string | undefined,
 ): Endpoint | undefined {
+  if (strategy === "consistent-hash" && hashKey === undefined) {
+    // Checked first: a missing key must fail the same way with one endpoint as with ten.
+    throw new KeelError(
+      "CONFIGURATION",
+      "the consistent-hash balancer needs a 'hashKey' in the call options",
+    );
+  }
   const list = usable(all, exclude);
   const n = list.length;
   if (n === 0) return undefined;
@@ -100,11 +107,40 @@ export function pickVersion(
   return entries[entries.length - 1]![0];
 }
 
+const BALANCERS: ReadonlySet<string> = new Set<BalancerName>([
+  "p2c",
+  "round-robin",
+  "consistent-hash",
+  "prefer-local",
+]);
+
+/** Checks the routing part of call options; throws CONFIGURATION. */
+export function checkRouting(options: CallOptions): void {
+  const { balancer, versions, timeoutMs } = options;
+  if (balancer !== undefined && !BALANCERS.has(balancer)) {
+    throw new KeelError("CONFIGURATION", `unknown balancer '${String(balancer)}'`);
+  }
+  if (balancer === "consistent-hash" && options.hashKey === undefined) {
+    throw new KeelError(
+      "CONFIGURATION",
+      "the consistent-hash balancer needs a 'hashKey' in the call options",
+    );
+  }
+  if (versions !== undefined) checkVersionWeights(versions);
+  if (timeoutMs !== undefined && !(timeoutMs >= 0)) {
+    throw new KeelError(
+      "CONFIGURATION",
+      `'timeoutMs' must be a number >= 0, got ${String(timeoutMs)}`,
+    );
+  }
+}
+
 /** Checks version weights at definition time. */
 export function checkVersionWeights(weights: Readonly<Record<number, number>>): void {
   const entries = Object.entries(weights);
-  if (entries.length === 0)
-    throw new KeelError("CONFIGURATION", "'versions' needs at least one version");
+  if (!entries.some(([, w]) => w > 0)) {
+    throw new KeelError("CONFIGURATION", "'versions' needs at least one version with a weight > 0");
+  }
   for (const [v, w] of entries) {
     if (!Number.isInteger(Number(v)) || Number(v) < 1) {
       throw new KeelError("CONFIGURATION", `'versions' keys must be positive integers, got '${v}'`);

@@ -16,7 +16,7 @@ import {
   type ServiceAnnouncement,
   WIRE_VERSION,
 } from "../wire/index.ts";
-import { type BalancerState, checkVersionWeights, pick, pickVersion } from "./balancer.ts";
+import { type BalancerState, checkRouting, pick, pickVersion } from "./balancer.ts";
 import type { BalancerName, Caller, CallOptions, Client } from "./context-types.ts";
 import { DeadlineTracker, type Expiring } from "./deadlines.ts";
 import { EventInvocation, Invocation, type RuntimeHooks } from "./invocation.ts";
@@ -816,7 +816,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   client<S extends AnyService>(service: S, defaults?: CallOptions, parent?: Invocation): Client<S> {
     if (service?.kind !== "service")
       throw new KeelError("CONFIGURATION", "client() takes a service from defineService()");
-    if (defaults?.versions !== undefined) checkVersionWeights(defaults.versions);
+    if (defaults !== undefined) checkRouting(defaults);
     const out: Record<string, (input: unknown, options?: CallOptions) => Promise<unknown>> = {};
     for (const name of Object.keys(service.actions)) {
       out[name] = (input, options) =>
@@ -850,6 +850,13 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       return Promise.reject(
         new KeelError("NOT_FOUND", `${service.key} has no action '${actionName}'`),
       );
+    }
+    if (options !== undefined) {
+      try {
+        checkRouting(options);
+      } catch (err) {
+        return Promise.reject(err);
+      }
     }
     const now = this.env.clock.now();
     let deadline = now + (options?.timeoutMs ?? this.#defaultTimeoutMs);

@@ -26,6 +26,21 @@ type Raw = Record<string, unknown>;
 const MAX_ID_LENGTH = 256;
 const MAX_NAME_LENGTH = 256;
 
+/** A short, safe rendering of an untrusted value for an error message (BigInt-proof, capped). */
+function describe(value: unknown): string {
+  let text: string;
+  if (typeof value === "bigint") text = `${value}n`;
+  else if (value === undefined) text = "undefined";
+  else {
+    try {
+      text = JSON.stringify(value) ?? String(value);
+    } catch {
+      text = typeof value;
+    }
+  }
+  return text.length > 40 ? `${text.slice(0, 40)}...` : text;
+}
+
 function fail(raw: Raw, message: string): never {
   throw new ProtocolViolation(message, raw);
 }
@@ -82,7 +97,7 @@ export function checkEnvelope(value: unknown): Envelope {
   const raw = value;
   if (raw["v"] !== WIRE_VERSION) {
     throw new ProtocolViolation(
-      `unsupported wire version ${JSON.stringify(raw["v"]) ?? "undefined"} (this node speaks ${WIRE_VERSION})`,
+      `unsupported wire version ${describe(raw["v"])} (this node speaks ${WIRE_VERSION})`,
       raw,
       { version: typeof raw["v"] === "number" ? raw["v"] : null, supported: [WIRE_VERSION] },
     );
@@ -156,7 +171,7 @@ export function checkEnvelope(value: unknown): Envelope {
       checkWireError(raw, raw["err"]);
       break;
     default:
-      fail(raw, `unknown frame kind ${JSON.stringify(raw["k"]) ?? "undefined"}`);
+      fail(raw, `unknown frame kind ${describe(raw["k"])}`);
   }
   return raw as unknown as Envelope;
 }

@@ -3,7 +3,13 @@ import { type Codec, decodeWith } from "./codec.ts";
 
 /** Creates the MessagePack codec (msgpackr, standard MessagePack without records). */
 export function createMsgpackCodec(): Codec {
-  const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+  const packr = new Packr({
+    useRecords: false,
+    moreTypes: false,
+    mapsAsObjects: true,
+    // 64-bit integers decode as numbers, never BigInt (which JSON and the envelope checks refuse).
+    int64AsType: "number",
+  });
   return {
     name: "msgpack",
     encode(envelope) {

@@ -1,0 +1,518 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import fc from "fast-check";
+import {
+  type Codec,
+  type Envelope,
+  ERROR_CODES,
+  type ErrorCode,
+  isKeelError,
+  jsonCodec,
+  ProtocolViolation,
+  WIRE_VERSION,
+} from "../src/index.ts";
+import { msgpackCodec } from "../src/wire/msgpack.ts";
+
+const LIMIT = 1 << 20;
+const CODECS: readonly Codec[] = [jsonCodec, msgpackCodec];
+const CODES = Object.keys(ERROR_CODES) as ErrorCode[];
+
+const isProtocol = (err: unknown): boolean => isKeelError(err) && err.code === "PROTOCOL";
+
+/** Decodes and returns the PROTOCOL error it throws; fails on success or on any other error. */
+function refusal(codec: Codec, frame: Uint8Array, limit = LIMIT): ProtocolViolation {
+  try {
+    codec.decode(frame, limit);
+  } catch (err) {
+    assert.ok(isProtocol(err), `${codec.name}: expected a PROTOCOL KeelError, got ${String(err)}`);
+    assert.ok(err instanceof ProtocolViolation);
+    return err;
+  }
+  assert.fail(`${codec.name}: the frame was accepted`);
+}
+
+/** Decoding either succeeds with a frame of this wire version or throws PROTOCOL; nothing else. */
+function decodesOrRefuses(codec: Codec, frame: Uint8Array): void {
+  let decoded: Envelope;
+  try {
+    decoded = codec.decode(frame, LIMIT);
+  } catch (err) {
+    if (!isProtocol(err))
+      throw new Error(`${codec.name} threw a non-PROTOCOL error: ${String(err)}`, { cause: err });
+    return;
+  }
+  assert.equal(decoded.v, WIRE_VERSION);
+  assert.equal(typeof decoded.from, "string");
+}
+
+/** What survives any codec: JSON's view of the envelope (no `undefined`, no `-0`). */
+const normalise = (e: unknown): unknown => JSON.parse(JSON.stringify(e));
+
+/** msgpackr renames `__proto__` keys (prototype-pollution guard), so such payloads cannot round-trip. */
+const hasProtoKey = (v: unknown): boolean =>
+  typeof v === "object" &&
+  v !== null &&
+  (Object.hasOwn(v, "__proto__") || Object.values(v).some((x) => hasProtoKey(x)));
+
+// ---- arbitraries ---------------------------------------------------------------------------------
+
+const name = fc.string({ minLength: 1, maxLength: 30 });
+const id = fc.oneof(
+  fc.string({ minLength: 1, maxLength: 40 }),
+  fc.string({ minLength: 256, maxLength: 256 }),
+);
+const inc = fc.string({ minLength: 1, maxLength: 64 });
+const payload = fc.jsonValue({ maxDepth: 3 });
+const finite = fc.double({ noNaN: true, noDefaultInfinity: true });
+const safeKey = fc.string({ maxLength: 12 }).filter((k) => k !== "__proto__");
+
+const wireError = fc.record(
+  {
+    code: fc.constantFrom(...CODES),
+    message: fc.string({ maxLength: 60 }),
+    retryable: fc.boolean(),
+    details: fc.dictionary(safeKey, payload, { maxKeys: 3 }),
+  },
+  { requiredKeys: ["code", "message", "retryable"] },
+);
+
+const request = fc.record(
+  {
+    v: fc.constant(1 as const),
+    k: fc.constant("req" as const),
+    id,
+    from: name,
+    svc: name,
+    ver: fc.nat(),
+    act: name,
+    dl: finite,
+    p: payload,
+    tc: fc.string({ maxLength: 512 }),
+    ik: fc.string({ maxLength: 512 }),
+    caller: fc.record({ node: name, service: name }, { requiredKeys: ["node"] }),
+    meta: fc.dictionary(safeKey, fc.string({ maxLength: 20 }), { maxKeys: 4 }),
+  },
+  { requiredKeys: ["v", "k", "id", "from", "svc", "ver", "act", "dl", "p"] },
+);
+
+const responseOk = fc.record({
+  v: fc.constant(1 as const),
+  k: fc.constant("res" as const),
+  id,
+  from: name,
+  ok: fc.constant(true as const),
+  p: payload,
+});
+
+const responseErr = fc.record({
+  v: fc.constant(1 as const),
+  k: fc.constant("res" as const),
+  id,
+  from: name,
+  ok: fc.constant(false as const),
+  err: wireError,
+});
+
+const cancel = fc.record({
+  v: fc.constant(1 as const),
+  k: fc.constant("cancel" as const),
+  id,
+  from: name,
+});
+
+const event = fc.record(
+  {
+    v: fc.constant(1 as const),
+    k: fc.constant("evt" as const),
+    from: name,
+    name,
+    mode: fc.constantFrom("emit" as const, "broadcast" as const),
+    grp: name,
+    p: payload,
+    tc: fc.string({ maxLength: 512 }),
+  },
+  { requiredKeys: ["v", "k", "from", "name", "mode", "p"] },
+);
+
+const announce = fc.record(
+  {
+    v: fc.constant(1 as const),
+    k: fc.constant("announce" as const),
+    from: name,
+    inc,
+    seq: fc.nat(),
+    state: fc.constantFrom("ready" as const, "draining" as const),
+    services: fc.array(
+      fc.record({
+        name,
+        version: fc.integer({ min: 1, max: 1_000 }),
+        actions: fc.array(name, { maxLength: 4 }),
+        events: fc.array(name, { maxLength: 4 }),
+      }),
+      { maxLength: 4 },
+    ),
+    reply: fc.boolean(),
+  },
+  { requiredKeys: ["v", "k", "from", "inc", "seq", "state", "services"] },
+);
+
+const heartbeat = fc.record({
+  v: fc.constant(1 as const),
+  k: fc.constant("hb" as const),
+  from: name,
+  inc,
+  seq: fc.nat(),
+});
+const leave = fc.record({
+  v: fc.constant(1 as const),
+  k: fc.constant("leave" as const),
+  from: name,
+});
+const protocolError = fc.record({
+  v: fc.constant(1 as const),
+  k: fc.constant("perr" as const),
+  from: name,
+  err: wireError,
+});
+
+const envelope: fc.Arbitrary<Envelope> = fc.oneof(
+  request,
+  responseOk,
+  responseErr,
+  cancel,
+  event,
+  announce,
+  heartbeat,
+  leave,
+  protocolError,
+);
+
+// One valid frame of each kind, for the table tests.
+const BASE: Record<string, Record<string, unknown>> = {
+  req: {
+    v: 1,
+    k: "req",
+    id: "r1",
+    from: "a",
+    svc: "orders",
+    ver: 1,
+    act: "create",
+    dl: 500,
+    p: { sku: "x" },
+    tc: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    ik: "key-1",
+    caller: { node: "a", service: "web" },
+    meta: { tenant: "t1" },
+  },
+  resOk: { v: 1, k: "res", id: "r1", from: "b", ok: true, p: [1, 2] },
+  resErr: {
+    v: 1,
+    k: "res",
+    id: "r1",
+    from: "b",
+    ok: false,
+    err: { code: "OVERLOADED", message: "shed", retryable: true },
+  },
+  cancel: { v: 1, k: "cancel", id: "r1", from: "a" },
+  evt: {
+    v: 1,
+    k: "evt",
+    from: "a",
+    name: "order.paid",
+    mode: "emit",
+    grp: "billing",
+    p: { id: 1 },
+  },
+  announce: {
+    v: 1,
+    k: "announce",
+    from: "a",
+    inc: "0f3a9c1d",
+    seq: 3,
+    state: "ready",
+    services: [{ name: "orders", version: 1, actions: ["create"], events: ["order.paid"] }],
+    reply: true,
+  },
+  hb: { v: 1, k: "hb", from: "a", inc: "0f3a9c1d", seq: 0 },
+  leave: { v: 1, k: "leave", from: "a" },
+  perr: { v: 1, k: "perr", from: "b", err: { code: "PROTOCOL", message: "bad", retryable: false } },
+};
+
+const MISSING = Symbol("missing");
+const long = (n: number) => "x".repeat(n);
+const svc = (over: Record<string, unknown>) => [
+  { name: "orders", version: 1, actions: [], events: [], ...over },
+];
+
+// [frame, field, bad values]: each bad value (or the field's absence) must be refused.
+const BAD_FIELDS: ReadonlyArray<readonly [string, string, readonly unknown[]]> = [
+  ["leave", "from", [MISSING, "", 5, null, long(257)]],
+  ["req", "id", [MISSING, "", 7, null, long(257)]],
+  ["req", "svc", [MISSING, "", {}, long(257)]],
+  ["req", "ver", [MISSING, -1, 1.5, "1", null]],
+  ["req", "act", [MISSING, "", []]],
+  ["req", "dl", [MISSING, "100", null, true]],
+  ["req", "tc", [5, null, long(513)]],
+  ["req", "ik", [5, false, long(513)]],
+  ["req", "caller", ["a", {}, { node: 5 }, null, 1]],
+  ["req", "meta", ["m", { tenant: 1 }, { a: null }, null]],
+  ["resOk", "id", [MISSING, "", 1]],
+  ["resOk", "ok", [MISSING, "true", 1, null]],
+  [
+    "resErr",
+    "err",
+    [MISSING, null, "boom", { code: "X" }, { message: "m" }, { code: 1, message: "m" }, []],
+  ],
+  ["cancel", "id", [MISSING, "", {}]],
+  ["evt", "name", [MISSING, "", 3]],
+  ["evt", "mode", [MISSING, "unicast", null, 1]],
+  ["evt", "grp", [5, long(257)]],
+  ["evt", "tc", [5, long(513)]],
+  ["announce", "inc", [MISSING, "", 7, null, long(65)]],
+  ["announce", "seq", [MISSING, -1, 0.5, "1"]],
+  ["announce", "state", [MISSING, "up", null]],
+  [
+    "announce",
+    "services",
+    [
+      MISSING,
+      "orders",
+      {},
+      null,
+      [null],
+      ["orders"],
+      svc({ name: 1 }),
+      svc({ version: 1.5 }),
+      svc({ version: "1" }),
+      svc({ actions: "create" }),
+      svc({ actions: [1] }),
+      svc({ actions: [long(257)] }),
+      svc({ events: null }),
+      svc({ events: [{}] }),
+    ],
+  ],
+  ["hb", "inc", [MISSING, "", 7, long(65)]],
+  ["hb", "seq", [MISSING, -5, "3", 1.5, null]],
+  ["perr", "err", [MISSING, "x", { code: "PROTOCOL" }, null]],
+];
+
+function withField(
+  base: Record<string, unknown>,
+  field: string,
+  value: unknown,
+): Record<string, unknown> {
+  const frame = { ...base };
+  if (value === MISSING) delete frame[field];
+  else frame[field] = value;
+  return frame;
+}
+
+// The codec encodes whatever object it is given: malformed frames are built as plain objects.
+const encodeRaw = (codec: Codec, value: unknown): Uint8Array => codec.encode(value as Envelope);
+
+// ---- tests ---------------------------------------------------------------------------------------
+
+for (const codec of CODECS) {
+  describe(`${codec.name} codec`, () => {
+    it("round-trips arbitrary valid envelopes of every kind", () => {
+      fc.assert(
+        fc.property(envelope, (e) => {
+          if (codec === msgpackCodec) fc.pre(!hasProtoKey(e));
+          const decoded = codec.decode(codec.encode(e), LIMIT);
+          assert.deepEqual(decoded, normalise(e));
+        }),
+        { seed: 1, numRuns: 400 },
+      );
+    });
+
+    it("accepts each table frame as valid", () => {
+      for (const [kind, frame] of Object.entries(BASE)) {
+        assert.deepEqual(codec.decode(encodeRaw(codec, frame), LIMIT), frame, kind);
+      }
+    });
+
+    it("throws only PROTOCOL errors for arbitrary bytes", () => {
+      fc.assert(
+        fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => decodesOrRefuses(codec, bytes)),
+        { seed: 2, numRuns: 500 },
+      );
+    });
+
+    it("throws only PROTOCOL errors for valid frames with bytes overwritten", () => {
+      fc.assert(
+        fc.property(
+          envelope,
+          fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), {
+            minLength: 1,
+            maxLength: 4,
+          }),
+          (e, edits) => {
+            const bytes = codec.encode(e).slice();
+            for (const [at, value] of edits) bytes[at % bytes.length] = value;
+            decodesOrRefuses(codec, bytes);
+          },
+        ),
+        { seed: 3, numRuns: 400 },
+      );
+    });
+
+    it("throws only PROTOCOL errors for valid frames with a field replaced or removed", () => {
+      const field = fc.constantFrom(
+        "v",
+        "k",
+        "id",
+        "from",
+        "svc",
+        "ver",
+        "act",
+        "dl",
+        "p",
+        "tc",
+        "ik",
+        "caller",
+        "meta",
+        "ok",
+        "err",
+        "name",
+        "mode",
+        "grp",
+        "inc",
+        "seq",
+        "state",
+        "services",
+      );
+      const value = fc.oneof(fc.constant(MISSING), fc.jsonValue({ maxDepth: 2 }));
+      fc.assert(
+        fc.property(envelope, field, value, (e, key, v) => {
+          decodesOrRefuses(codec, encodeRaw(codec, withField({ ...e }, key, v)));
+        }),
+        { seed: 4, numRuns: 400 },
+      );
+    });
+
+    it("refuses every truncation of a valid frame with PROTOCOL", () => {
+      fc.assert(
+        fc.property(envelope, (e) => {
+          const bytes = codec.encode(e);
+          const step = Math.max(1, Math.floor(bytes.length / 25));
+          for (let k = 0; k < bytes.length; k += step) refusal(codec, bytes.subarray(0, k));
+          refusal(codec, bytes.subarray(0, bytes.length - 1));
+        }),
+        { seed: 5, numRuns: 200 },
+      );
+    });
+
+    it("refuses a frame over the size limit with its size and the limit", () => {
+      const bytes = codec.encode(BASE["req"] as unknown as Envelope);
+      assert.deepEqual(
+        codec.decode(bytes, bytes.length),
+        BASE["req"],
+        "a frame at the limit is fine",
+      );
+      const err = refusal(codec, bytes, bytes.length - 1);
+      assert.deepEqual(err.details, { size: bytes.length, limit: bytes.length - 1 });
+      // Oversized garbage is refused for its size, before any parsing.
+      const big = new Uint8Array(LIMIT + 1).fill(0xff);
+      assert.deepEqual(refusal(codec, big).details, { size: LIMIT + 1, limit: LIMIT });
+    });
+
+    it("refuses an unknown wire version, naming it", () => {
+      for (const base of Object.values(BASE)) {
+        const err = refusal(codec, encodeRaw(codec, { ...base, v: 2 }));
+        assert.match(err.message, /\bversion 2\b/);
+        assert.deepEqual(err.details, { version: 2, supported: [WIRE_VERSION] });
+      }
+      for (const v of [MISSING, 0, "1", null, 1.5]) {
+        const err = refusal(codec, encodeRaw(codec, withField(BASE["hb"]!, "v", v)));
+        assert.match(err.message, /version/);
+      }
+    });
+
+    it("refuses a missing or ill-typed required field of each kind", () => {
+      for (const [kind, field, values] of BAD_FIELDS) {
+        for (const value of values) {
+          const frame = withField(BASE[kind]!, field, value);
+          const what = `${kind}.${field} = ${value === MISSING ? "(missing)" : JSON.stringify(value)}`;
+          const err = refusal(codec, encodeRaw(codec, frame));
+          assert.ok(err.message.length > 0, what);
+          if (kind === "req" && field !== "id" && field !== "from") {
+            // The node answers the caller with the request id it could read.
+            assert.equal(err.frameId, "r1", what);
+            assert.equal(err.frameFrom, "a", what);
+            assert.equal(err.frameKind, "req", what);
+          }
+        }
+      }
+    });
+
+    it("refuses unknown kinds and frames that are not objects", () => {
+      for (const k of [MISSING, "nope", 5, null, "REQ"]) {
+        assert.match(
+          refusal(codec, encodeRaw(codec, withField(BASE["leave"]!, "k", k))).message,
+          /kind/,
+        );
+      }
+      for (const value of [[], [BASE["hb"]], "hb", 1, null, true]) {
+        refusal(codec, encodeRaw(codec, value));
+      }
+    });
+
+    it("refuses deeply nested input with PROTOCOL rather than a crash", () => {
+      const depth = 200_000;
+      const bytes =
+        codec === jsonCodec
+          ? new TextEncoder().encode(`${"[".repeat(depth)}${"]".repeat(depth)}`)
+          : new Uint8Array(depth + 1).fill(0x91).fill(0xc0, depth);
+      refusal(codec, bytes);
+    });
+  });
+}
+
+describe("jsonCodec specifics", () => {
+  it("refuses invalid UTF-8 and trailing garbage", () => {
+    const good = jsonCodec.encode(BASE["hb"] as unknown as Envelope);
+    refusal(jsonCodec, new Uint8Array([...good.subarray(0, 10), 0xff, 0xfe, ...good.subarray(10)]));
+    refusal(jsonCodec, new Uint8Array([...good, 0x7b]));
+  });
+
+  it("carries a payload with a __proto__ key as data, without touching prototypes", () => {
+    const frame = jsonCodec.decode(
+      new TextEncoder().encode(
+        '{"v":1,"k":"evt","from":"a","name":"x","mode":"emit","p":{"__proto__":{"polluted":1}}}',
+      ),
+      LIMIT,
+    );
+    assert.equal(({} as Record<string, unknown>)["polluted"], undefined);
+    assert.ok(frame.k === "evt");
+    assert.deepEqual(Object.keys(frame.p as object), ["__proto__"]);
+  });
+});
+
+describe("msgpackCodec specifics", () => {
+  it("refuses trailing bytes after a frame", () => {
+    const good = msgpackCodec.encode(BASE["hb"] as unknown as Envelope);
+    refusal(msgpackCodec, new Uint8Array([...good, 0x01]));
+  });
+});
+
+describe("msgpackCodec and 64-bit integers", () => {
+  it("refuses frames whose v or k is a 64-bit integer with PROTOCOL, not a TypeError", () => {
+    const frames = [
+      // { v: uint64 1 }
+      new Uint8Array([0x81, 0xa1, 0x76, 0xcf, 0, 0, 0, 0, 0, 0, 0, 1]),
+      // { v: int64 2 }
+      new Uint8Array([0x81, 0xa1, 0x76, 0xd3, 0, 0, 0, 0, 0, 0, 0, 2]),
+      // { v: 1, from: "a", k: uint64 5 }
+      new Uint8Array([
+        0x83, 0xa1, 0x76, 0x01, 0xa4, 0x66, 0x72, 0x6f, 0x6d, 0xa1, 0x61, 0xa1, 0x6b, 0xcf, 0, 0, 0,
+        0, 0, 0, 0, 5,
+      ]),
+    ];
+    for (const frame of frames) {
+      assert.throws(
+        () => msgpackCodec.decode(frame, 1 << 20),
+        (err: unknown) => isKeelError(err) && err.code === "PROTOCOL",
+      );
+    }
+  });
+});

@@ -392,6 +392,67 @@ describe("deadlines and cancellation", () => {
     );
   });
 
+  it("spends one budget across nested calls on one node, sync and async", async () => {
+    await using c = cluster();
+    const seen: string[] = [];
+    const leaf = defineService("leaf")
+      .action("slow", {
+        input: z.null(),
+        output: z.null(),
+        handler: async (_, ctx) => {
+          seen.push(`slow budget ${ctx.remainingMs()}`);
+          ctx.signal.addEventListener("abort", () =>
+            seen.push(`slow ${(ctx.signal.reason as KeelError).code}`),
+          );
+          await ctx.env.timers.sleep(1000, ctx.signal);
+          return null;
+        },
+      })
+      .action("quick", {
+        input: z.null(),
+        output: z.number(),
+        handler: (_, ctx) => ctx.remainingMs(),
+      });
+    const mid = defineService("mid").action("go", {
+      input: z.null(),
+      output: z.null(),
+      handler: async (_, ctx) => {
+        seen.push(`quick saw ${await ctx.call(leaf, "quick", null, { timeoutMs: 10_000 })}`);
+        await ctx.env.timers.sleep(60);
+        return ctx.call(leaf, "slow", null, { timeoutMs: 10_000 });
+      },
+    });
+    const a = c.add("a", [leaf, mid]);
+    await c.start();
+    const out = capture(a.call(mid, "go", null, { timeoutMs: 100 }));
+    await c.env.advance(99);
+    assert.equal(out.done, false);
+    await c.env.advance(2);
+    assert.ok(hasCode(out.error, "DEADLINE_EXCEEDED"));
+    assert.deepEqual(seen, ["quick saw 100", "slow budget 40", "slow DEADLINE_EXCEEDED"]);
+    // A child started after its parent's deadline fails at once, before its handler's first await.
+    const late = defineService("late").action("go", {
+      input: z.null(),
+      output: z.null(),
+      handler: async (_, ctx) => {
+        await ctx.env.timers.sleep(50);
+        const child = capture(ctx.call(leaf, "slow", null));
+        await c.env.flush();
+        seen.push(`child ${hasCode(child.error, "DEADLINE_EXCEEDED")}`);
+        return null;
+      },
+    });
+    seen.length = 0;
+    const b = c.add("b", [late, leaf]);
+    await c.start();
+    void b.call(late, "go", null, { timeoutMs: 50 }).catch(() => undefined);
+    await c.env.advance(60);
+    assert.deepEqual(
+      seen.filter((x) => x.startsWith("child")),
+      ["child true"],
+    );
+  });
+
   it("fails fast when no budget is left, without sending", async () => {
     await using c = cluster();
     const work = workService();

@@ -95,28 +95,50 @@ abstract class CallerBase extends Scope {
   }
 }
 
+/** When an invocation's deadline is known (for local calls it is fixed on first need). */
+export interface DeadlineSpec {
+  /** Absolute deadline, or NaN to fix it on first need as `min(cap, now + budget)`. */
+  readonly at: number;
+  readonly budget: number;
+  readonly cap: number;
+}
+
 /**
  * One handled request: the handler's Context, the server's in-flight record and a deadline entry
- * in one object, so the hot path allocates little.
+ * in one object, so the hot path allocates little. A local call that completes synchronously
+ * never reads the clock, never gets a request id string and is never registered anywhere.
  */
 export class Invocation extends CallerBase implements Context, Expiring {
   heapIndex = -1;
-  /** True once the outcome was delivered (reply sent or local promise settled). */
+  /** True once the outcome was delivered (reply sent, local promise settled, or stored below). */
   settled = false;
-  /** Local calls: settles the caller's promise. */
+  /** Registered as in flight: tracked for drain, deadline, cancellation and balancer stats. */
+  registered = false;
+  /** A synchronous outcome, for the local caller to pick up when no promise was made. */
+  ok = false;
+  result: unknown;
+  /** Local calls: settles the caller's promise once the call went asynchronous. */
   resolveLocal: ((value: unknown) => void) | undefined;
   rejectLocal: ((err: KeelError) => void) | undefined;
-  /** Local calls: the endpoint whose stats this call updates, and when it started (0: not measured). */
+  /** Local calls: the endpoint whose stats this call updates, and when it went asynchronous. */
   endpoint: Endpoint | undefined;
   startedAt = 0;
+  /** Local calls: what cancels this call once it is registered. */
+  callerSignal: AbortSignal | undefined;
+  upstream: Invocation | undefined;
   /** Undoes links to the caller's signal or parent scope. */
   unlink: (() => void) | undefined;
+  /** Neighbours in the node's list of in-flight invocations. */
+  prevServing: Invocation | undefined;
+  nextServing: Invocation | undefined;
 
   readonly #rt: RuntimeHooks;
   readonly service: string;
   readonly action: string;
-  readonly requestId: string;
-  readonly deadline: number;
+  #id: string | number;
+  #deadline: number;
+  readonly #budget: number;
+  readonly #cap: number;
   readonly caller: CallerInfo | undefined;
   readonly idempotencyKey: string | undefined;
   readonly meta: Readonly<Record<string, string>>;
@@ -128,8 +150,8 @@ export class Invocation extends CallerBase implements Context, Expiring {
     rt: RuntimeHooks,
     service: string,
     action: string,
-    requestId: string,
-    deadline: number,
+    id: string | number,
+    deadline: DeadlineSpec,
     caller: CallerInfo | undefined,
     idempotencyKey: string | undefined,
     meta: Readonly<Record<string, string>> | undefined,
@@ -140,13 +162,34 @@ export class Invocation extends CallerBase implements Context, Expiring {
     this.#rt = rt;
     this.service = service;
     this.action = action;
-    this.requestId = requestId;
-    this.deadline = deadline;
+    this.#id = id;
+    this.#deadline = deadline.at;
+    this.#budget = deadline.budget;
+    this.#cap = deadline.cap;
     this.caller = caller;
     this.idempotencyKey = idempotencyKey;
     this.meta = meta ?? EMPTY_META;
     this.traceContext = traceContext;
     this.replyTo = replyTo;
+  }
+
+  get requestId(): string {
+    const id = this.#id;
+    if (typeof id === "string") return id;
+    const text = String(id);
+    this.#id = text;
+    return text;
+  }
+
+  get deadline(): number {
+    const d = this.#deadline;
+    return d === d ? d : this.fixDeadline(this.#rt.env.clock.now());
+  }
+
+  /** Fixes a lazy deadline as `min(cap, now + budget)`; returns it. */
+  fixDeadline(now: number): number {
+    if (this.#deadline !== this.#deadline) this.#deadline = Math.min(this.#cap, now + this.#budget);
+    return this.#deadline;
   }
 
   protected get parentCall(): Invocation {

@@ -19,7 +19,7 @@ import {
 import { type BalancerState, checkRouting, pick, pickVersion } from "./balancer.ts";
 import type { BalancerName, Caller, CallOptions, Client } from "./context-types.ts";
 import { DeadlineTracker, type Expiring } from "./deadlines.ts";
-import { EventInvocation, Invocation, type RuntimeHooks } from "./invocation.ts";
+import { type DeadlineSpec, EventInvocation, Invocation, type RuntimeHooks } from "./invocation.ts";
 import { createJsonLogger, type Logger } from "./logger.ts";
 import { type Endpoint, type NodeDownReason, Registry, type RegistryView } from "./registry.ts";
 import { cancelled, deadlineExceeded, type Scope } from "./scope.ts";
@@ -206,8 +206,9 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   readonly #registry = new Registry();
   readonly #deadlines: DeadlineTracker;
   readonly #balance: BalancerState;
-  /** Requests this node is handling (local and remote). */
-  readonly #serving = new Set<Invocation>();
+  /** Requests in flight on this node (remote ones, and local ones that went asynchronous). */
+  #servingHead: Invocation | undefined;
+  #servingCount = 0;
   /** Remote requests by `from\0id`, for cancel frames. */
   readonly #servingRemote = new Map<string, Invocation>();
   /** Calls awaiting a remote reply, by attempt id. */
@@ -335,7 +336,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     this.#seq++;
     this.#registry.upsert(this.#self("draining"), this.env.clock.now());
     this.#broadcast(this.#announce(false));
-    if (this.#serving.size > 0) {
+    if (this.#servingCount > 0) {
       await new Promise<void>((resolve) => {
         const timer = this.env.timers.setTimeout(() => {
           this.#drained = undefined;
@@ -350,7 +351,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     }
     if (this.#state === "stopped") return; // crashed while draining: a dead process says nothing
     // Whatever is still running gets a clear answer: never dropped silently.
-    for (const inv of [...this.#serving]) {
+    for (const inv of this.#inFlight()) {
       const err = unavailable(`node '${this.id}' stopped before the request finished`, {
         node: this.id,
       });
@@ -364,7 +365,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   crash(): void {
     if (this.#state === "stopped") return;
     const err = unavailable(`node '${this.id}' crashed`);
-    for (const inv of [...this.#serving]) {
+    for (const inv of this.#inFlight()) {
       inv.abort(err);
       // A crashed process answers nobody remote; local callers share its fate.
       this.#finish(inv, false, err, true);
@@ -624,12 +625,13 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     }
     const now = this.env.clock.now();
     const budget = action.timeoutMs === undefined ? f.dl : Math.min(f.dl, action.timeoutMs);
+    const deadline = { at: now + budget, budget, cap: Number.POSITIVE_INFINITY };
     const inv = new Invocation(
       this,
       f.svc,
       f.act,
       f.id,
-      now + budget,
+      deadline,
       f.caller,
       f.ik,
       f.meta,
@@ -637,36 +639,36 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       f.from,
     );
     this.#servingRemote.set(`${f.from}\u0000${f.id}`, inv);
+    this.#register(inv, now);
     this.#serve(inv, action, f.p);
   }
 
   /**
    * Runs a handler for an accepted request and delivers the outcome exactly once. Stays
-   * synchronous while the schemas and the handler are, so a plain call costs no extra promises.
+   * synchronous while the schemas and the handler are; the first promise registers the call.
    */
   #serve(inv: Invocation, action: AnyAction, input: unknown): void {
     this.stats.requestsHandled++;
-    this.#serving.add(inv);
-    this.#deadlines.add(inv);
-    let out: unknown;
+    let checked: StandardSchemaV1.Result<unknown> | Promise<StandardSchemaV1.Result<unknown>>;
     try {
-      const checked = action.input["~standard"].validate(input);
-      if (checked instanceof Promise) {
-        checked.then(
-          (r) => this.#handle(inv, action, r),
-          (err: unknown) => this.#fail(inv, err),
-        );
-        return;
-      }
-      this.#handle(inv, action, checked);
-      return;
+      checked = action.input["~standard"].validate(input);
     } catch (err) {
-      out = err;
+      this.#fail(inv, err);
+      return;
     }
-    this.#fail(inv, out);
+    if (checked instanceof Promise) {
+      this.#register(inv, this.env.clock.now());
+      checked.then(
+        (r) => this.#handle(inv, action, r),
+        (err: unknown) => this.#fail(inv, err),
+      );
+    } else {
+      this.#handle(inv, action, checked);
+    }
   }
 
   #handle(inv: Invocation, action: AnyAction, checked: StandardSchemaV1.Result<unknown>): void {
+    if (inv.settled) return;
     let out: unknown;
     try {
       if (checked.issues !== undefined) {
@@ -682,6 +684,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       return;
     }
     if (out instanceof Promise) {
+      this.#register(inv, this.env.clock.now());
       out.then(
         (value: unknown) => this.#respond(inv, action, value),
         (err: unknown) => this.#fail(inv, err),
@@ -689,6 +692,70 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     } else {
       this.#respond(inv, action, out);
     }
+  }
+
+  /**
+   * Registers an invocation as in flight: fixes its deadline, tracks it for drain and
+   * cancellation, and counts it on its endpoint. Expires it at once if no time is left.
+   */
+  #register(inv: Invocation, now: number): void {
+    if (inv.registered || inv.settled) return;
+    inv.registered = true;
+    const head = this.#servingHead;
+    inv.nextServing = head;
+    if (head !== undefined) head.prevServing = inv;
+    this.#servingHead = inv;
+    this.#servingCount++;
+    const deadline = inv.fixDeadline(now);
+    this.#deadlines.add(inv);
+    const ep = inv.endpoint;
+    if (ep !== undefined) {
+      ep.inflight++;
+      inv.startedAt = now;
+    }
+    const signal = inv.callerSignal;
+    const upstream = inv.upstream;
+    if (signal !== undefined || upstream !== undefined) {
+      const cancel = (reason?: KeelError) => {
+        const err = reason ?? cancelled();
+        inv.abort(err);
+        this.#finish(inv, false, err);
+      };
+      const onSignal = () => cancel();
+      signal?.addEventListener("abort", onSignal, { once: true });
+      const offUpstream = upstream?.onAbort(cancel);
+      inv.unlink = () => {
+        signal?.removeEventListener("abort", onSignal);
+        offUpstream?.();
+      };
+    }
+    if (!(deadline > now)) this.expired(inv);
+  }
+
+  #unregister(inv: Invocation): void {
+    inv.registered = false;
+    const prev = inv.prevServing;
+    const next = inv.nextServing;
+    if (prev === undefined) this.#servingHead = next;
+    else prev.nextServing = next;
+    if (next !== undefined) next.prevServing = prev;
+    inv.prevServing = undefined;
+    inv.nextServing = undefined;
+    this.#servingCount--;
+    this.#deadlines.remove(inv);
+    inv.unlink?.();
+    const ep = inv.endpoint;
+    if (ep !== undefined) {
+      ep.inflight--;
+      Registry.observe(ep, this.env.clock.now() - inv.startedAt);
+    }
+  }
+
+  /** A snapshot of the in-flight invocations. */
+  #inFlight(): Invocation[] {
+    const out: Invocation[] = [];
+    for (let inv = this.#servingHead; inv !== undefined; inv = inv.nextServing) out.push(inv);
+    return out;
   }
 
   /** Checks a handler's result against the output schema, then delivers it. */
@@ -702,6 +769,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       return;
     }
     if (checked instanceof Promise) {
+      this.#register(inv, this.env.clock.now());
       checked.then(
         (r) => this.#deliver(inv, r),
         (err: unknown) => this.#fail(inv, err),
@@ -743,23 +811,19 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   #finish(inv: Invocation, ok: boolean, value: unknown, silent = false): void {
     if (inv.settled) return;
     inv.settled = true;
-    this.#deadlines.remove(inv);
-    this.#serving.delete(inv);
-    inv.unlink?.();
-    const ep = inv.endpoint;
-    if (ep !== undefined) {
-      ep.inflight--;
-      // Latency only matters to the balancer when there is a choice (startedAt is 0 otherwise).
-      if (inv.startedAt !== 0) Registry.observe(ep, this.env.clock.now() - inv.startedAt);
-    }
+    if (inv.registered) this.#unregister(inv);
     if (inv.replyTo === undefined) {
-      if (ok) inv.resolveLocal?.(value);
-      else inv.rejectLocal?.(value as KeelError);
+      if (inv.rejectLocal === undefined) {
+        // Settled before any promise was made: the caller picks the outcome up synchronously.
+        inv.ok = ok;
+        inv.result = value;
+      } else if (ok) inv.resolveLocal?.(value);
+      else inv.rejectLocal(value as KeelError);
     } else {
       this.#servingRemote.delete(`${inv.replyTo}\u0000${inv.requestId}`);
       if (!silent && this.#state !== "stopped") this.#reply(inv, ok, value);
     }
-    if (this.#drained !== undefined && this.#serving.size === 0) this.#drained();
+    if (this.#drained !== undefined && this.#servingCount === 0) this.#drained();
   }
 
   #reply(inv: Invocation, ok: boolean, value: unknown): void {
@@ -858,13 +922,9 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
         return Promise.reject(err);
       }
     }
-    const now = this.env.clock.now();
-    let deadline = now + (options?.timeoutMs ?? this.#defaultTimeoutMs);
-    if (parent !== undefined) {
-      if (parent.reason !== undefined) return Promise.reject(parent.reason);
-      if (parent.deadline < deadline) deadline = parent.deadline;
-    }
-    if (!(deadline > now)) {
+    const timeout = options?.timeoutMs ?? this.#defaultTimeoutMs;
+    if (parent?.reason !== undefined) return Promise.reject(parent.reason);
+    if (!(timeout > 0)) {
       return Promise.reject(deadlineExceeded(`no time left to call ${service.key}.${actionName}`));
     }
     const signal = options?.signal;
@@ -899,21 +959,22 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     }
     if (ep.local) {
       const hosted = this.#hosted.get(key)!;
-      return new Promise((resolve, reject) => {
-        this.#startLocal(
-          hosted,
-          hosted.actions.get(actionName) ?? action,
-          input,
-          options,
-          parent,
-          deadline,
-          ep,
-          resolve,
-          reject,
-          now,
-          endpoints !== undefined && endpoints.length > 1,
-        );
-      });
+      return this.#callLocal(
+        hosted,
+        hosted.actions.get(actionName) ?? action,
+        input,
+        options,
+        parent,
+        timeout,
+        ep,
+      );
+    }
+    // Remote: the deadline is fixed now, since its remaining part travels with the request.
+    const now = this.env.clock.now();
+    let deadline = now + timeout;
+    if (parent !== undefined && parent.deadline < deadline) deadline = parent.deadline;
+    if (!(deadline > now)) {
+      return Promise.reject(deadlineExceeded(`no time left to call ${service.key}.${actionName}`));
     }
     return new Promise((resolve, reject) => {
       const call = new ClientCall({
@@ -935,56 +996,55 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     });
   }
 
-  /** The same-node fast path: no encoding, no transport, but the same deadline and validation. */
-  #startLocal(
+  /**
+   * The same-node fast path: no encoding and no transport, but the same validation, deadline and
+   * cancellation. A call whose schemas and handler are synchronous completes here without a timer,
+   * a clock read or a promise of its own; the first promise registers it as in flight.
+   */
+  #callLocal(
     hosted: Hosted,
     action: AnyAction,
     input: unknown,
     options: CallOptions | undefined,
     parent: Invocation | undefined,
-    deadline: number,
+    timeout: number,
     ep: Endpoint,
-    resolve: (value: unknown) => void,
-    reject: (err: KeelError) => void,
-    now: number,
-    measure: boolean,
-  ): void {
-    const limit =
-      action.timeoutMs === undefined ? deadline : Math.min(deadline, now + action.timeoutMs);
-    const caller = parent === undefined ? undefined : { node: this.id, service: parent.service };
-    const inv = new Invocation(
+  ): Promise<unknown> {
+    const inv = this.#localInvocation(hosted, action, options, parent, {
+      at: Number.NaN,
+      budget: action.timeoutMs === undefined ? timeout : Math.min(timeout, action.timeoutMs),
+      cap: parent === undefined ? Number.POSITIVE_INFINITY : parent.deadline,
+    });
+    inv.endpoint = ep;
+    inv.callerSignal = options?.signal;
+    inv.upstream = parent;
+    this.#serve(inv, action, input);
+    if (inv.settled) return inv.ok ? Promise.resolve(inv.result) : Promise.reject(inv.result);
+    return new Promise((resolve, reject) => {
+      inv.resolveLocal = resolve;
+      inv.rejectLocal = reject;
+    });
+  }
+
+  #localInvocation(
+    hosted: Hosted,
+    action: AnyAction,
+    options: CallOptions | undefined,
+    parent: Invocation | undefined,
+    deadline: DeadlineSpec,
+  ): Invocation {
+    return new Invocation(
       this,
       hosted.def.name,
       action.name,
-      String(++this.#nextId),
-      limit,
-      caller,
+      ++this.#nextId,
+      deadline,
+      parent === undefined ? undefined : { node: this.id, service: parent.service },
       options?.idempotencyKey,
       options?.meta,
       parent?.traceContext,
       undefined,
     );
-    inv.resolveLocal = resolve;
-    inv.rejectLocal = reject;
-    inv.endpoint = ep;
-    inv.startedAt = measure ? now : 0;
-    ep.inflight++;
-    const signal = options?.signal;
-    if (signal !== undefined || parent !== undefined) {
-      const cancel = (reason?: KeelError) => {
-        const err = reason ?? cancelled();
-        inv.abort(err);
-        this.#finish(inv, false, err);
-      };
-      const onSignal = () => cancel();
-      signal?.addEventListener("abort", onSignal, { once: true });
-      const offParent = parent?.onAbort(cancel);
-      inv.unlink = () => {
-        signal?.removeEventListener("abort", onSignal);
-        offParent?.();
-      };
-    }
-    this.#serve(inv, action, input);
   }
 
   #linkCancel(call: ClientCall, signal: AbortSignal | undefined, parent: Scope | undefined): void {
@@ -1101,23 +1161,21 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       "failing over",
     );
     if (next.local) {
+      // Fail over to this node: the call keeps its deadline and the caller's promise.
       const hosted = this.#hosted.get(call.spec.key)!;
+      const action = hosted.actions.get(call.spec.action)!;
       this.#deadlines.remove(call);
       call.unlink?.();
       call.settled = true;
-      this.#startLocal(
-        hosted,
-        hosted.actions.get(call.spec.action)!,
-        call.spec.input,
-        call.spec.options,
-        call.spec.parent,
-        call.deadline,
-        next,
-        call.spec.resolve,
-        call.spec.reject,
-        this.env.clock.now(),
-        true,
-      );
+      const { options, parent } = call.spec;
+      const deadline = { at: call.deadline, budget: 0, cap: call.deadline };
+      const inv = this.#localInvocation(hosted, action, options, parent, deadline);
+      inv.endpoint = next;
+      inv.callerSignal = options?.signal;
+      inv.upstream = parent;
+      inv.resolveLocal = call.spec.resolve;
+      inv.rejectLocal = call.spec.reject;
+      this.#serve(inv, action, call.spec.input);
       return;
     }
     this.#sendAttempt(call, next);

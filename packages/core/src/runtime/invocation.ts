@@ -95,14 +95,6 @@ abstract class CallerBase extends Scope {
   }
 }
 
-/** When an invocation's deadline is known (for local calls it is fixed on first need). */
-export interface DeadlineSpec {
-  /** Absolute deadline, or NaN to fix it on first need as `min(cap, now + budget)`. */
-  readonly at: number;
-  readonly budget: number;
-  readonly cap: number;
-}
-
 /**
  * One handled request: the handler's Context, the server's in-flight record and a deadline entry
  * in one object, so the hot path allocates little. A local call that completes synchronously
@@ -122,6 +114,8 @@ export class Invocation extends CallerBase implements Context, Expiring {
   rejectLocal: ((err: KeelError) => void) | undefined;
   /** Local calls: the endpoint whose stats this call updates, and when it went asynchronous. */
   endpoint: Endpoint | undefined;
+  /** Record latency for the balancer (only worth a clock read when it has a choice). */
+  measure = false;
   startedAt = 0;
   /** Local calls: what cancels this call once it is registered. */
   callerSignal: AbortSignal | undefined;
@@ -151,7 +145,9 @@ export class Invocation extends CallerBase implements Context, Expiring {
     service: string,
     action: string,
     id: string | number,
-    deadline: DeadlineSpec,
+    deadline: number,
+    budget: number,
+    cap: number,
     caller: CallerInfo | undefined,
     idempotencyKey: string | undefined,
     meta: Readonly<Record<string, string>> | undefined,
@@ -163,9 +159,10 @@ export class Invocation extends CallerBase implements Context, Expiring {
     this.service = service;
     this.action = action;
     this.#id = id;
-    this.#deadline = deadline.at;
-    this.#budget = deadline.budget;
-    this.#cap = deadline.cap;
+    // NaN: fixed on first need as min(cap, now + budget).
+    this.#deadline = deadline;
+    this.#budget = budget;
+    this.#cap = cap;
     this.caller = caller;
     this.idempotencyKey = idempotencyKey;
     this.meta = meta ?? EMPTY_META;

@@ -19,7 +19,7 @@ import {
 import { type BalancerState, checkRouting, pick, pickVersion } from "./balancer.ts";
 import type { BalancerName, Caller, CallOptions, Client } from "./context-types.ts";
 import { DeadlineTracker, type Expiring } from "./deadlines.ts";
-import { type DeadlineSpec, EventInvocation, Invocation, type RuntimeHooks } from "./invocation.ts";
+import { EventInvocation, Invocation, type RuntimeHooks } from "./invocation.ts";
 import { createJsonLogger, type Logger } from "./logger.ts";
 import { type Endpoint, type NodeDownReason, Registry, type RegistryView } from "./registry.ts";
 import { cancelled, deadlineExceeded, type Scope } from "./scope.ts";
@@ -625,13 +625,14 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     }
     const now = this.env.clock.now();
     const budget = action.timeoutMs === undefined ? f.dl : Math.min(f.dl, action.timeoutMs);
-    const deadline = { at: now + budget, budget, cap: Number.POSITIVE_INFINITY };
     const inv = new Invocation(
       this,
       f.svc,
       f.act,
       f.id,
-      deadline,
+      now + budget,
+      budget,
+      Number.POSITIVE_INFINITY,
       f.caller,
       f.ik,
       f.meta,
@@ -747,7 +748,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     const ep = inv.endpoint;
     if (ep !== undefined) {
       ep.inflight--;
-      Registry.observe(ep, this.env.clock.now() - inv.startedAt);
+      if (inv.measure) Registry.observe(ep, this.env.clock.now() - inv.startedAt);
     }
   }
 
@@ -967,6 +968,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
         parent,
         timeout,
         ep,
+        endpoints!.length > 1,
       );
     }
     // Remote: the deadline is fixed now, since its remaining part travels with the request.
@@ -1009,13 +1011,13 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     parent: Invocation | undefined,
     timeout: number,
     ep: Endpoint,
+    measure: boolean,
   ): Promise<unknown> {
-    const inv = this.#localInvocation(hosted, action, options, parent, {
-      at: Number.NaN,
-      budget: action.timeoutMs === undefined ? timeout : Math.min(timeout, action.timeoutMs),
-      cap: parent === undefined ? Number.POSITIVE_INFINITY : parent.deadline,
-    });
+    const budget = action.timeoutMs === undefined ? timeout : Math.min(timeout, action.timeoutMs);
+    const cap = parent === undefined ? Number.POSITIVE_INFINITY : parent.deadline;
+    const inv = this.#localInvocation(hosted, action, options, parent, Number.NaN, budget, cap);
     inv.endpoint = ep;
+    inv.measure = measure;
     inv.callerSignal = options?.signal;
     inv.upstream = parent;
     this.#serve(inv, action, input);
@@ -1031,7 +1033,9 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     action: AnyAction,
     options: CallOptions | undefined,
     parent: Invocation | undefined,
-    deadline: DeadlineSpec,
+    deadline: number,
+    budget: number,
+    cap: number,
   ): Invocation {
     return new Invocation(
       this,
@@ -1039,6 +1043,8 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       action.name,
       ++this.#nextId,
       deadline,
+      budget,
+      cap,
       parent === undefined ? undefined : { node: this.id, service: parent.service },
       options?.idempotencyKey,
       options?.meta,
@@ -1168,9 +1174,17 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       call.unlink?.();
       call.settled = true;
       const { options, parent } = call.spec;
-      const deadline = { at: call.deadline, budget: 0, cap: call.deadline };
-      const inv = this.#localInvocation(hosted, action, options, parent, deadline);
+      const inv = this.#localInvocation(
+        hosted,
+        action,
+        options,
+        parent,
+        call.deadline,
+        0,
+        call.deadline,
+      );
       inv.endpoint = next;
+      inv.measure = true;
       inv.callerSignal = options?.signal;
       inv.upstream = parent;
       inv.resolveLocal = call.spec.resolve;

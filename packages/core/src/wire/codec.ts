@@ -43,14 +43,14 @@ export function decodeWith(
   return checkEnvelope(value);
 }
 
-const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** The JSON codec: readable, and the default on the in-process network. */
 export const jsonCodec: Codec = {
   name: "json",
   encode(envelope) {
-    return encoder.encode(JSON.stringify(envelope));
+    // Buffer.from is several times cheaper than TextEncoder on fresh strings.
+    return Buffer.from(JSON.stringify(envelope), "utf8");
   },
   decode(frame, maxBytes) {
     return decodeWith("JSON", frame, maxBytes, (f) => JSON.parse(decoder.decode(f)));

@@ -180,12 +180,12 @@ export class Invocation extends CallerBase implements Context, Expiring {
 
   get deadline(): number {
     const d = this.#deadline;
-    return d === d ? d : this.fixDeadline(this.#rt.env.clock.now());
+    return Number.isNaN(d) ? this.fixDeadline(this.#rt.env.clock.now()) : d;
   }
 
   /** Fixes a lazy deadline as `min(cap, now + budget)`; returns it. */
   fixDeadline(now: number): number {
-    if (this.#deadline !== this.#deadline) this.#deadline = Math.min(this.#cap, now + this.#budget);
+    if (Number.isNaN(this.#deadline)) this.#deadline = Math.min(this.#cap, now + this.#budget);
     return this.#deadline;
   }
 

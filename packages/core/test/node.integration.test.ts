@@ -3,12 +3,14 @@ import { describe, it } from "node:test";
 import { z } from "zod";
 import {
   type Context,
+  createNode,
   defineEvent,
   defineService,
   hasCode,
   isKeelError,
   jsonCodec,
   KeelError,
+  silentLogger,
   WIRE_VERSION,
 } from "../src/index.ts";
 import { capture, cluster, memoryLogger } from "./support.ts";
@@ -288,6 +290,101 @@ describe("failover and failure detection", () => {
       "every call answered exactly once, despite duplicates",
     );
     assert.ok(c.network.stats.duplicated > 0);
+  });
+});
+
+describe("failover safety", () => {
+  it("never lets a downstream 'not processed' make a caller re-run a handler that did run", async () => {
+    await using c = cluster(3);
+    const down = defineService("down").action("x", {
+      input: z.null(),
+      output: z.null(),
+      handler: () => null,
+    });
+    let runs = 0;
+    const front = defineService("front").action("go", {
+      input: z.null(),
+      output: z.null(),
+      handler: async (_, ctx) => {
+        runs++;
+        return ctx.call(down, "x", null); // nobody hosts `down`: UNAVAILABLE, not processed
+      },
+    });
+    c.add("f1", [front]);
+    c.add("f2", [front]);
+    const caller = c.add("caller");
+    await c.start();
+    const out = capture(caller.call(front, "go", null));
+    await c.env.advance(5);
+    assert.ok(hasCode(out.error, "UNAVAILABLE"));
+    assert.equal(out.error.details?.["notProcessed"], undefined);
+    assert.equal(runs, 1);
+    assert.equal(caller.stats.failovers, 0);
+  });
+
+  it("fails an idempotent call over when the drain grace period cuts it off", async () => {
+    await using c = cluster(5);
+    const work = workService();
+    const r1 = c.add("r1", [work]);
+    c.add("r2", [work]);
+    const caller = c.add("caller");
+    await c.start();
+    const key = await keyFor(c, caller, work, "r1");
+    const out = capture(
+      caller.call(work, "idem", { ms: 500 }, { balancer: "consistent-hash", hashKey: key }),
+    );
+    await c.env.advance(5);
+    void r1.stop({ graceMs: 100 });
+    await c.env.advance(700);
+    assert.deepEqual(out.value, { node: "r2" });
+    assert.equal(caller.stats.failovers, 1);
+  });
+
+  it("waits for replies that a goodbye overtook", async () => {
+    await using c = cluster(5);
+    const work = workService();
+    c.add("r1", [work]);
+    const caller = c.add("caller");
+    await c.start();
+    c.network.setLink("r1", "caller", { latency: { kind: "fixed", ms: 50 } });
+    const out = capture(caller.call(work, "once", { ms: 10 }));
+    await c.env.advance(5);
+    // A leave that arrives before the reply (as on a link that reorders).
+    c.network.inject("r1", "caller", jsonCodec.encode({ v: WIRE_VERSION, k: "leave", from: "r1" }));
+    await c.env.advance(100);
+    assert.deepEqual(out.value, { node: "r1" });
+    assert.deepEqual(caller.registry.endpoints("work", 1), []);
+  });
+
+  it("keeps frames in order on a link unless told to reorder", async () => {
+    const c = cluster(8);
+    const got: number[] = [];
+    const a = c.network.transport("x");
+    const b = c.network.transport("y");
+    await a.connect();
+    await b.connect();
+    const reader = (async () => {
+      for await (const f of b) got.push(f.frame[0] ?? -1);
+    })();
+    c.network.setLink("x", "y", { latency: { kind: "uniform", min: 1, max: 100 } });
+    for (let i = 0; i < 50; i++) a.send("y", new Uint8Array([i]));
+    await c.env.advance(200);
+    assert.deepEqual(
+      got,
+      Array.from({ length: 50 }, (_, i) => i),
+    );
+    got.length = 0;
+    c.network.setLink("x", "y", { latency: { kind: "uniform", min: 1, max: 100 }, reorder: true });
+    for (let i = 0; i < 50; i++) a.send("y", new Uint8Array([i]));
+    await c.env.advance(300);
+    assert.equal(got.length, 50);
+    assert.notDeepEqual(
+      got,
+      Array.from({ length: 50 }, (_, i) => i),
+    );
+    await b.close();
+    await reader;
+    await a.close();
   });
 });
 
@@ -633,17 +730,52 @@ describe("bad input on the wire", () => {
     for (const f of frames) c.network.inject("b", "a", f);
     await c.env.advance(1);
     assert.equal(node.stats.protocolErrors, frames.length);
-    assert.equal(peer.stats.protocolErrors, frames.length, "the sender was told each time");
+    // The sender is told, at most once a second, so two peers that cannot read each other don't loop.
+    assert.equal(peer.stats.protocolErrors, 1);
+    await c.env.advance(1000);
+    c.network.inject("b", "a", new Uint8Array([0xff]));
+    await c.env.advance(1);
+    assert.equal(peer.stats.protocolErrors, 2);
     const messages = log.lines
       .filter((l) => l.msg === "refused a malformed frame")
       .map((l) => JSON.stringify(l.obj));
-    assert.equal(messages.length, frames.length);
+    assert.equal(messages.length, frames.length + 1);
     assert.ok(messages.some((m) => /unsupported wire version 2/.test(m)));
     assert.ok(messages.some((m) => /exceeds the limit of 4096/.test(m)));
     const still = capture(peer.call(svc, "a", null));
     await c.env.advance(1);
     assert.equal(still.error, undefined);
     assert.equal(node.state, "ready");
+  });
+
+  it("does not loop when two nodes speak different codecs", async () => {
+    await using c = cluster();
+    const { msgpackCodec } = await import("../src/wire/msgpack.ts");
+    const a = c.add("a", [svc]);
+    const b = c.add("b", [], { codec: msgpackCodec });
+    await c.start();
+    const sent = c.network.stats.sent;
+    await c.env.advance(3000);
+    // Heartbeats (about 15 each in 3 s) and at most one perr per peer per second.
+    assert.ok(c.network.stats.sent - sent < 60, `${c.network.stats.sent - sent} frames in 3 s`);
+    assert.ok(a.stats.protocolErrors > 0 && b.stats.protocolErrors > 0);
+    assert.equal(a.state, "ready");
+  });
+
+  it("refuses a frame over the receiver's announced limit at the sender, at once", async () => {
+    await using c = cluster();
+    const big = defineService("big").action("put", {
+      input: z.string(),
+      output: z.null(),
+      handler: () => null,
+    });
+    c.add("small", [big], { maxFrameBytes: 1024 });
+    const b = c.add("b");
+    await c.start();
+    const out = capture(b.call(big, "put", "x".repeat(2000)));
+    await c.env.flush();
+    assert.ok(hasCode(out.error, "PROTOCOL"), String(out.error));
+    assert.equal(out.error.details?.["limit"], 1024);
   });
 
   it("answers a malformed request by its id so the caller fails fast", async () => {
@@ -787,6 +919,24 @@ describe("lifecycle and configuration", () => {
     assert.throws(() => c.network.setLink("a", "b", { drop: 2 }), isConfig);
   });
 
+  it("can start again after a failed connect", async () => {
+    await using c = cluster();
+    const first = c.add("dup");
+    await c.start();
+    const second = createNodeOn(c, "dup");
+    await assert.rejects(second.start(), (e) => hasCode(e, "CONFIGURATION"));
+    assert.equal(second.state, "created");
+    const stopping = first.stop();
+    await c.env.advance(1);
+    await stopping;
+    await second.start();
+    assert.equal(second.state, "ready");
+    await assert.rejects(second.start(), (e) => hasCode(e, "FAILED_PRECONDITION"));
+    const done = second.stop();
+    await c.env.advance(1);
+    await done;
+  });
+
   it("moves through its lifecycle and refuses calls when not running", async () => {
     await using c = cluster();
     const s = defineService("s").action("a", {
@@ -833,4 +983,9 @@ async function keyFor(
   for (let i = 0; i < 100; i++)
     if ((await pinned(c, from, work, String(i))) === node) return String(i);
   throw new Error(`no key reaches ${node}`);
+}
+
+/** A node on the cluster's network that the fixture does not track (for duplicate-id tests). */
+function createNodeOn(c: ReturnType<typeof cluster>, id: string) {
+  return createNode({ id, env: c.env, transport: c.network.transport(id), logger: silentLogger });
 }

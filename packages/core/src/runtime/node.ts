@@ -155,6 +155,8 @@ const DEFAULTS = {
   defaultTimeoutMs: 10_000,
 } as const;
 
+const PERR_INTERVAL_MS = 1000;
+
 const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 
 function positive(name: string, value: number | undefined, fallback: number): number {
@@ -215,6 +217,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   readonly #pending = new Map<string, ClientCall>();
   readonly #stateListeners = new Set<(state: NodeState) => void>();
   #state: NodeState = "created";
+  readonly #perrSentAt = new Map<string, number>();
   #seq = 0;
   #incarnation = "";
   #nextId = 0;
@@ -263,6 +266,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       DEFAULTS.defaultTimeoutMs,
     );
     this.#balancer = options.balancer ?? "p2c";
+    checkRouting({ balancer: this.#balancer });
     this.#deadlines = new DeadlineTracker(this.env);
     this.#balance = { random: this.env.random.split(`balancer/${options.id}`), cursors: new Map() };
     for (const def of options.services ?? []) {
@@ -308,10 +312,19 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   // ---- lifecycle -------------------------------------------------------------------------------
 
   async start(): Promise<void> {
-    if (this.#state !== "created")
-      throw new KeelError("FAILED_PRECONDITION", `node '${this.id}' was already started`);
+    if (this.#state !== "created") {
+      throw new KeelError(
+        "FAILED_PRECONDITION",
+        `node '${this.id}' is ${this.#state}: a node starts once`,
+      );
+    }
     this.#setState("starting");
-    await this.#transport.connect();
+    try {
+      await this.#transport.connect();
+    } catch (err) {
+      this.#setState("created"); // nothing was joined: the caller may fix the cause and start again
+      throw err;
+    }
     // From the Env's shared stream: a per-node split would repeat across restarts of the same id.
     this.#incarnation = this.env.random.hex(8);
     this.#registry.upsert(this.#self("ready"), this.env.clock.now());
@@ -413,6 +426,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       id: this.id,
       local: true,
       incarnation: this.#incarnation,
+      maxFrameBytes: this.#maxFrameBytes,
       seq: this.#seq,
       state,
       services: this.#announcement,
@@ -426,6 +440,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       k: "announce",
       from: this.id,
       inc: this.#incarnation,
+      max: this.#maxFrameBytes,
       seq: this.#seq,
       state,
       services: this.#announcement,
@@ -455,18 +470,24 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
 
   #nodeGone(node: string, reason: NodeDownReason): void {
     if (!this.#registry.remove(node, reason)) return;
-    if (reason === "failed")
+    if (reason === "failed") {
       this.log.warn({ peer: node }, "peer failed: no frame within the failure timeout");
-    for (const call of [...this.#pending.values()]) {
-      if (call.endpoint?.node !== node) continue;
-      this.#pending.delete(call.attemptId);
-      this.#attemptFailed(
-        call,
-        unavailable(`node '${node}' ${reason} before replying`, {
-          node,
-        }),
-      );
     }
+    const waiting = [...this.#pending.values()].filter((call) => call.endpoint?.node === node);
+    if (waiting.length === 0) return;
+    const fail = () => {
+      for (const call of waiting) {
+        if (this.#pending.get(call.attemptId) !== call) continue; // answered meanwhile
+        this.#pending.delete(call.attemptId);
+        this.#attemptFailed(
+          call,
+          unavailable(`node '${node}' ${reason} before replying`, { node }),
+        );
+      }
+    };
+    // A goodbye can overtake a node's last replies (links may reorder): give them time to land.
+    if (reason === "left") this.env.timers.setTimeout(fail, this.#failureTimeoutMs);
+    else fail();
   }
 
   // ---- frames in -------------------------------------------------------------------------------
@@ -519,6 +540,12 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
         err: wire,
       });
     } else if (violation?.frameKind !== "res" && violation?.frameKind !== "perr") {
+      // At most one perr per peer per second: two nodes that cannot read each other (say, JSON
+      // and MessagePack) would otherwise answer each other's perr forever.
+      const now = this.env.clock.now();
+      const last = this.#perrSentAt.get(sender);
+      if (last !== undefined && now - last < PERR_INTERVAL_MS) return;
+      this.#perrSentAt.set(sender, now);
       this.#sendTo(sender, { v: WIRE_VERSION, k: "perr", from: this.id, err: wire });
     }
   }
@@ -553,6 +580,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
             id: frame.from,
             local: false,
             incarnation: frame.inc,
+            maxFrameBytes: frame.max,
             seq: frame.seq,
             state: frame.state,
             services: frame.services,
@@ -797,14 +825,35 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   }
 
   #asKeelError(err: unknown, inv: Invocation): KeelError {
-    if (isKeelError(err)) return err;
-    // Log the real failure here; only a code and a short message cross the wire.
+    if (isKeelError(err)) {
+      if (err.code === "INTERNAL" && err.details?.["requestId"] === undefined) {
+        // An output-schema violation or a handler's own INTERNAL: log it, and say which request.
+        this.log.error(
+          { err, service: inv.service, action: inv.action, requestId: inv.requestId },
+          "handler failed",
+        );
+        return new KeelError("INTERNAL", err.message, {
+          details: { ...err.details, requestId: inv.requestId },
+          cause: err,
+        });
+      }
+      if (err.details?.["notProcessed"] !== true) return err;
+      // This handler did run: a downstream "not processed" must not make our caller run it again.
+      const { notProcessed: _, ...details } = err.details;
+      return new KeelError(err.code, err.message, {
+        retryable: err.retryable,
+        details,
+        cause: err,
+      });
+    }
+    // Log the real failure here; only a code, a short message and the request id cross the wire.
     this.log.error(
       { err, service: inv.service, action: inv.action, requestId: inv.requestId },
       "handler failed",
     );
     return new KeelError("INTERNAL", `internal error in ${inv.service}.${inv.action}`, {
       cause: err,
+      details: { requestId: inv.requestId },
     });
   }
 
@@ -1092,7 +1141,11 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     };
     let bytes: Uint8Array;
     try {
-      bytes = encodeChecked(this.#codec, frame, this.#maxFrameBytes);
+      // The smaller of our limit and the receiver's: a frame it would refuse unread fails here, fast.
+      const peerMax = this.#registry.node(ep.node)?.maxFrameBytes;
+      const limit =
+        peerMax === undefined ? this.#maxFrameBytes : Math.min(peerMax, this.#maxFrameBytes);
+      bytes = encodeChecked(this.#codec, frame, limit);
     } catch (err) {
       this.#settle(
         call,
@@ -1123,16 +1176,18 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       this.#attemptFailed(call, err, true);
       return;
     }
+    if (err.code === "UNAVAILABLE" && err.details?.["node"] === f.from && call.spec.idempotent) {
+      // The node itself gave up on the call (its drain ran out of time): safe to run elsewhere.
+      this.#attemptFailed(call, err, false);
+      return;
+    }
     this.#settle(call, err);
   }
 
   /** An attempt failed without an answer from the handler: fail over when that is safe. */
   #attemptFailed(call: ClientCall, err: KeelError, wasNotProcessed = notProcessed(err)): void {
     if (call.settled) return;
-    if (call.endpoint !== undefined && !wasNotProcessed) {
-      // The request may have run: only an idempotent action may run again elsewhere.
-      call.endpoint.inflight = Math.max(0, call.endpoint.inflight - 1);
-    }
+    // A request that may have run may run again elsewhere only if its action is idempotent.
     const safe = wasNotProcessed || call.spec.idempotent;
     if (!safe || !(call.deadline > this.env.clock.now()) || this.#state === "stopped") {
       this.#settle(call, err);

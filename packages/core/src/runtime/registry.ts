@@ -18,6 +18,8 @@ export interface NodeRecord {
   readonly local: boolean;
   /** Changes each time the node starts. */
   readonly incarnation: string;
+  /** Largest frame the node accepts, if it said. */
+  readonly maxFrameBytes: number | undefined;
   seq: number;
   state: "ready" | "draining";
   /** Monotonic time of the last frame heard from it. */

@@ -15,6 +15,11 @@ export interface LinkFaults {
   readonly drop?: number;
   /** Probability in [0, 1] that a frame is delivered twice (the copy with its own latency). */
   readonly duplicate?: number;
+  /**
+   * Let frames overtake each other when their latencies differ. Off by default: a link keeps
+   * order, as a TCP connection (and so NATS between two clients) does.
+   */
+  readonly reorder?: boolean;
 }
 
 function probability(name: string, value: number | undefined): void {

@@ -63,6 +63,8 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
   const queues = new Map<string, FrameQueue>();
   const links = new Map<string, LinkFaults>();
   const blocked = new Set<string>();
+  /** Per directed link: when its last frame is due, so an in-order link never lets one overtake. */
+  const lastDue = new Map<string, number>();
   const isolated = new Set<string>();
   let defaults: LinkFaults = checkFaults(options.faults ?? {});
   const stats: NetworkStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, blocked: 0 };
@@ -98,10 +100,17 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
     if (copies === 2) stats.duplicated++;
     // Receivers own their bytes: a sender reusing its buffer must not change a frame in flight.
     const item: InboundFrame = { from, frame };
+    const now = env.clock.now();
     for (let i = 0; i < copies; i++) {
-      const delay = drawLatency(faults.latency, random);
-      if (delay <= 0) deliver(to, item);
-      else env.timers.setTimeout(() => deliver(to, item), delay);
+      let due = now + drawLatency(faults.latency, random);
+      if (faults.reorder !== true && (faults.latency !== undefined || lastDue.size > 0)) {
+        const key = linkKey(from, to);
+        const last = lastDue.get(key);
+        if (last !== undefined && last > due) due = last;
+        lastDue.set(key, due);
+      }
+      if (due <= now) deliver(to, item);
+      else env.timers.setTimeout(() => deliver(to, item), due - now);
     }
   };
 

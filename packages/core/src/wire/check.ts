@@ -148,6 +148,7 @@ export function checkEnvelope(value: unknown): Envelope {
     case "announce": {
       str(raw, "inc", 64);
       int(raw, "seq", 0);
+      if (raw["max"] !== undefined) int(raw, "max", 1);
       if (raw["state"] !== "ready" && raw["state"] !== "draining")
         fail(raw, "field 'state' must be ready or draining");
       const services = raw["services"];

@@ -92,6 +92,8 @@ export interface AnnounceFrame {
   readonly seq: number;
   readonly state: "ready" | "draining";
   readonly services: readonly ServiceAnnouncement[];
+  /** Largest frame this node accepts, so senders refuse bigger ones before sending. */
+  readonly max?: number;
   /** True when the receiver should answer with its own announce. */
   readonly reply?: boolean;
 }

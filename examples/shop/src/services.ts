@@ -66,7 +66,8 @@ export function paymentsService(ledger: Ledger, options: PaymentsOptions = {}) {
       const charge = options.buggyNotIdempotent
         ? ledger.chargeWithoutKey(orderId, amount, key, ctx.node)
         : ledger.charge(orderId, amount, key, ctx.node);
-      await ctx.env.timers.sleep(0.5, ctx.signal);
+      // Recording the receipt: a crash here leaves a charge whose reply never left.
+      await ctx.env.timers.sleep(1 + 2 * ctx.env.random.next(), ctx.signal);
       return { chargeId: charge.chargeId };
     },
   });

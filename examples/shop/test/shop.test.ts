@@ -41,6 +41,22 @@ describe("shop example", () => {
     assert.ok(report.timeline.some((t) => t.what === "gateway sees payments-1 again"));
   });
 
+  it("catches a payments handler that ignores idempotency keys", async () => {
+    // The double charge needs the crash to land between a charge and its reply: not every seed
+    // does that, but the invariant check must catch the ones that do.
+    const caught: number[] = [];
+    for (let seed = 1; seed <= 30 && caught.length === 0; seed++) {
+      const env = createVirtualEnv({ seed });
+      const report = await drive(
+        env,
+        runShop({ env, durationMs: 1500, buggyPayments: true, logger: silentLogger }),
+      );
+      const doubles = report.invariants.find((i) => i.name === "no double charge");
+      if (doubles?.ok === false) caught.push(seed);
+    }
+    assert.ok(caught.length > 0, "no seed in 1..30 exposed the double charge");
+  });
+
   it("replays exactly from a seed", async () => {
     const once = async () => {
       const env = createVirtualEnv({ seed: 7 });

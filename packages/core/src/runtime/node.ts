@@ -678,9 +678,20 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
    */
   #serve(inv: Invocation, action: AnyAction, input: unknown): void {
     this.stats.requestsHandled++;
+    this.#validateThen(inv, action, action.input, input, this.#handle);
+  }
+
+  /** Validates `value`, then continues with `next`: at once when the schema is synchronous. */
+  #validateThen(
+    inv: Invocation,
+    action: AnyAction,
+    schema: StandardSchemaV1,
+    value: unknown,
+    next: (inv: Invocation, action: AnyAction, checked: StandardSchemaV1.Result<unknown>) => void,
+  ): void {
     let checked: StandardSchemaV1.Result<unknown> | Promise<StandardSchemaV1.Result<unknown>>;
     try {
-      checked = action.input["~standard"].validate(input);
+      checked = schema["~standard"].validate(value);
     } catch (err) {
       this.#fail(inv, err);
       return;
@@ -688,11 +699,11 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     if (checked instanceof Promise) {
       this.#register(inv, this.env.clock.now());
       checked.then(
-        (r) => this.#handle(inv, action, r),
+        (r) => next.call(this, inv, action, r),
         (err: unknown) => this.#fail(inv, err),
       );
     } else {
-      this.#handle(inv, action, checked);
+      next.call(this, inv, action, checked);
     }
   }
 
@@ -790,25 +801,10 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   /** Checks a handler's result against the output schema, then delivers it. */
   #respond(inv: Invocation, action: AnyAction, out: unknown): void {
     if (inv.settled) return;
-    let checked: StandardSchemaV1.Result<unknown> | Promise<StandardSchemaV1.Result<unknown>>;
-    try {
-      checked = action.output["~standard"].validate(out);
-    } catch (err) {
-      this.#fail(inv, err);
-      return;
-    }
-    if (checked instanceof Promise) {
-      this.#register(inv, this.env.clock.now());
-      checked.then(
-        (r) => this.#deliver(inv, r),
-        (err: unknown) => this.#fail(inv, err),
-      );
-    } else {
-      this.#deliver(inv, checked);
-    }
+    this.#validateThen(inv, action, action.output, out, this.#deliver);
   }
 
-  #deliver(inv: Invocation, checked: StandardSchemaV1.Result<unknown>): void {
+  #deliver(inv: Invocation, _action: AnyAction, checked: StandardSchemaV1.Result<unknown>): void {
     if (checked.issues !== undefined) {
       this.#fail(
         inv,

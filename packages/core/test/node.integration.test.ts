@@ -356,6 +356,43 @@ describe("failover safety", () => {
     assert.deepEqual(caller.registry.endpoints("work", 1), []);
   });
 
+  it("does not bring back a node whose late frames arrive after its goodbye", async () => {
+    await using c = cluster(5);
+    const work = workService();
+    c.add("r1", [work]);
+    const caller = c.add("caller");
+    await c.start();
+    const inc = caller.registry.node("r1")?.incarnation ?? "";
+    const raw = (frame: object) =>
+      c.network.inject("r1", "caller", jsonCodec.encode(frame as never));
+    raw({ v: WIRE_VERSION, k: "leave", from: "r1" });
+    // A draining announce and a heartbeat of the same life, overtaken by the leave.
+    raw({
+      v: WIRE_VERSION,
+      k: "announce",
+      from: "r1",
+      inc,
+      seq: 1,
+      state: "draining",
+      services: [],
+    });
+    raw({ v: WIRE_VERSION, k: "hb", from: "r1", inc, seq: 1 });
+    await c.env.advance(1);
+    assert.equal(caller.registry.node("r1"), undefined);
+    // A new life of the same id is welcome.
+    raw({
+      v: WIRE_VERSION,
+      k: "announce",
+      from: "r1",
+      inc: "new-life",
+      seq: 0,
+      state: "ready",
+      services: [],
+    });
+    await c.env.advance(1);
+    assert.equal(caller.registry.node("r1")?.incarnation, "new-life");
+  });
+
   it("keeps frames in order on a link unless told to reorder", async () => {
     const c = cluster(8);
     const got: number[] = [];
@@ -778,6 +815,22 @@ describe("bad input on the wire", () => {
     assert.equal(out.error.details?.["limit"], 1024);
   });
 
+  it("refuses a reply over the caller's announced limit with a PROTOCOL error, not silence", async () => {
+    await using c = cluster();
+    const big = defineService("big").action("get", {
+      input: z.null(),
+      output: z.string(),
+      handler: () => "y".repeat(3000),
+    });
+    c.add("server", [big]);
+    const small = c.add("small", [], { maxFrameBytes: 1024 });
+    await c.start();
+    const out = capture(small.call(big, "get", null));
+    await c.env.advance(1);
+    assert.ok(hasCode(out.error, "PROTOCOL"), String(out.error));
+    assert.equal(out.error.details?.["limit"], 1024);
+  });
+
   it("answers a malformed request by its id so the caller fails fast", async () => {
     await using c = cluster();
     c.add("a", [svc]);
@@ -917,6 +970,24 @@ describe("lifecycle and configuration", () => {
     );
     assert.throws(() => c.add("n3", [], { defaultTimeoutMs: -1 }), isConfig);
     assert.throws(() => c.network.setLink("a", "b", { drop: 2 }), isConfig);
+  });
+
+  it("accepts consistent-hash as the node's default balancer", async () => {
+    await using c = cluster();
+    const work = workService();
+    c.add("r1", [work]);
+    c.add("r2", [work]);
+    const a = c.add("a", [], { balancer: "consistent-hash" });
+    await c.start();
+    const keyed = capture(a.call(work, "idem", { ms: 1 }, { hashKey: "k" }));
+    const unkeyed = capture(a.call(work, "idem", { ms: 1 }));
+    await c.env.advance(5);
+    assert.ok(keyed.value !== undefined);
+    assert.ok(hasCode(unkeyed.error, "CONFIGURATION"));
+    assert.throws(
+      () => c.add("b", [], { balancer: "fastest" as "p2c" }),
+      (e) => hasCode(e, "CONFIGURATION"),
+    );
   });
 
   it("can start again after a failed connect", async () => {

@@ -114,12 +114,17 @@ const BALANCERS: ReadonlySet<string> = new Set<BalancerName>([
   "prefer-local",
 ]);
 
+/** Checks that `balancer` names a strategy; throws CONFIGURATION. */
+export function checkBalancerName(balancer: string): void {
+  if (!BALANCERS.has(balancer)) {
+    throw new KeelError("CONFIGURATION", `unknown balancer '${String(balancer)}'`);
+  }
+}
+
 /** Checks the routing part of call options; throws CONFIGURATION. */
 export function checkRouting(options: CallOptions): void {
   const { balancer, versions, timeoutMs } = options;
-  if (balancer !== undefined && !BALANCERS.has(balancer)) {
-    throw new KeelError("CONFIGURATION", `unknown balancer '${String(balancer)}'`);
-  }
+  if (balancer !== undefined) checkBalancerName(balancer);
   if (balancer === "consistent-hash" && options.hashKey === undefined) {
     throw new KeelError(
       "CONFIGURATION",

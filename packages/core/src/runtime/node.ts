@@ -16,7 +16,13 @@ import {
   type ServiceAnnouncement,
   WIRE_VERSION,
 } from "../wire/index.ts";
-import { type BalancerState, checkRouting, pick, pickVersion } from "./balancer.ts";
+import {
+  type BalancerState,
+  checkBalancerName,
+  checkRouting,
+  pick,
+  pickVersion,
+} from "./balancer.ts";
 import type { BalancerName, Caller, CallOptions, Client } from "./context-types.ts";
 import { DeadlineTracker, type Expiring } from "./deadlines.ts";
 import { EventInvocation, Invocation, type RuntimeHooks } from "./invocation.ts";
@@ -156,6 +162,15 @@ const DEFAULTS = {
 } as const;
 
 const PERR_INTERVAL_MS = 1000;
+/** Bound on per-peer bookkeeping maps: the oldest entries go first. */
+const MAX_REMEMBERED_PEERS = 1024;
+
+/** Sets `key` in an insertion-ordered map, forgetting the oldest entry past the bound. */
+function remember<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > MAX_REMEMBERED_PEERS) map.delete(map.keys().next().value as string);
+}
 
 const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 
@@ -218,6 +233,8 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   readonly #stateListeners = new Set<(state: NodeState) => void>();
   #state: NodeState = "created";
   readonly #perrSentAt = new Map<string, number>();
+  /** Incarnations that said goodbye, by node id. */
+  readonly #departed = new Map<string, string>();
   #seq = 0;
   #incarnation = "";
   #nextId = 0;
@@ -266,7 +283,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       DEFAULTS.defaultTimeoutMs,
     );
     this.#balancer = options.balancer ?? "p2c";
-    checkRouting({ balancer: this.#balancer });
+    checkBalancerName(this.#balancer);
     this.#deadlines = new DeadlineTracker(this.env);
     this.#balance = { random: this.env.random.split(`balancer/${options.id}`), cursors: new Map() };
     for (const def of options.services ?? []) {
@@ -545,7 +562,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       const now = this.env.clock.now();
       const last = this.#perrSentAt.get(sender);
       if (last !== undefined && now - last < PERR_INTERVAL_MS) return;
-      this.#perrSentAt.set(sender, now);
+      remember(this.#perrSentAt, sender, now);
       this.#sendTo(sender, { v: WIRE_VERSION, k: "perr", from: this.id, err: wire });
     }
   }
@@ -573,6 +590,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
         this.#onEvent(frame);
         break;
       case "announce": {
+        if (this.#departed.get(frame.from) === frame.inc) break;
         if (known !== undefined && known.incarnation !== frame.inc)
           this.#nodeGone(frame.from, "restarted");
         const isNew = this.#registry.upsert(
@@ -592,6 +610,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
         break;
       }
       case "hb":
+        if (this.#departed.get(frame.from) === frame.inc) break;
         // A stranger, a restarted node, or news we missed: ask for its announce.
         if (known !== undefined && known.incarnation !== frame.inc) {
           this.#nodeGone(frame.from, "restarted");
@@ -600,6 +619,8 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
           this.#sendTo(frame.from, this.#announce(true));
         break;
       case "leave":
+        // Remember which life said goodbye: its frames still in flight must not bring it back.
+        if (known !== undefined) remember(this.#departed, frame.from, known.incarnation);
         this.#nodeGone(frame.from, "left");
         break;
       case "perr":
@@ -829,6 +850,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
           "handler failed",
         );
         return new KeelError("INTERNAL", err.message, {
+          retryable: err.retryable,
           details: { ...err.details, requestId: inv.requestId },
           cause: err,
         });
@@ -886,7 +908,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
         };
     let bytes: Uint8Array;
     try {
-      bytes = encodeChecked(this.#codec, frame, this.#maxFrameBytes);
+      bytes = encodeChecked(this.#codec, frame, this.#limitFor(to));
     } catch (err) {
       const e = isKeelError(err) ? err : new KeelError("INTERNAL", "reply could not be encoded");
       this.log.warn(
@@ -967,6 +989,18 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       } catch (err) {
         return Promise.reject(err);
       }
+    }
+    if (
+      this.#balancer === "consistent-hash" &&
+      options?.hashKey === undefined &&
+      options?.balancer === undefined
+    ) {
+      return Promise.reject(
+        new KeelError(
+          "CONFIGURATION",
+          `node '${this.id}' balances by consistent hash: calls need a 'hashKey'`,
+        ),
+      );
     }
     const timeout = options?.timeoutMs ?? this.#defaultTimeoutMs;
     if (parent?.reason !== undefined) return Promise.reject(parent.reason);
@@ -1137,11 +1171,8 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     };
     let bytes: Uint8Array;
     try {
-      // The smaller of our limit and the receiver's: a frame it would refuse unread fails here, fast.
-      const peerMax = this.#registry.node(ep.node)?.maxFrameBytes;
-      const limit =
-        peerMax === undefined ? this.#maxFrameBytes : Math.min(peerMax, this.#maxFrameBytes);
-      bytes = encodeChecked(this.#codec, frame, limit);
+      // What the receiver would refuse unread fails here, fast.
+      bytes = encodeChecked(this.#codec, frame, this.#limitFor(ep.node));
     } catch (err) {
       this.#settle(
         call,
@@ -1379,10 +1410,16 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
 
   // ---- frames out ------------------------------------------------------------------------------
 
+  /** The smaller of our frame limit and the one `node` announced: what it would accept. */
+  #limitFor(node: string): number {
+    const peerMax = this.#registry.node(node)?.maxFrameBytes;
+    return peerMax === undefined ? this.#maxFrameBytes : Math.min(peerMax, this.#maxFrameBytes);
+  }
+
   #sendTo(to: string, frame: Envelope): void {
     let bytes: Uint8Array;
     try {
-      bytes = encodeChecked(this.#codec, frame, this.#maxFrameBytes);
+      bytes = encodeChecked(this.#codec, frame, this.#limitFor(to));
     } catch (err) {
       this.log.warn({ err, kind: frame.k, peer: to }, "frame refused before sending");
       return;

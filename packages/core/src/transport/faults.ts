@@ -44,6 +44,12 @@ function nonNegative(name: string, value: number): void {
 export function checkFaults(faults: LinkFaults): LinkFaults {
   probability("drop", faults.drop);
   probability("duplicate", faults.duplicate);
+  if (faults.reorder !== undefined && typeof faults.reorder !== "boolean") {
+    throw new KeelError(
+      "CONFIGURATION",
+      `link fault 'reorder' must be a boolean, got ${String(faults.reorder)}`,
+    );
+  }
   const l = faults.latency;
   if (l !== undefined) {
     switch (l.kind) {

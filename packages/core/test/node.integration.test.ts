@@ -393,6 +393,34 @@ describe("failover safety", () => {
     assert.equal(caller.registry.node("r1")?.incarnation, "new-life");
   });
 
+  it("cuts one direction only with a one-way partition", async () => {
+    await using c = cluster(6);
+    const work = workService();
+    c.add("r1", [work]);
+    const caller = c.add("caller");
+    await c.start();
+    // Requests reach r1, but its replies and heartbeats never come back.
+    c.network.partition(["r1"], ["caller"], { oneWay: true });
+    const out = capture(caller.call(work, "once", { ms: 1 }, { timeoutMs: 300 }));
+    await c.env.advance(301);
+    assert.ok(hasCode(out.error, "DEADLINE_EXCEEDED"));
+    await c.env.advance(1000);
+    assert.deepEqual(
+      caller.registry.endpoints("work", 1),
+      [],
+      "the silent direction looks like a failure",
+    );
+    // The other way still works: r1 keeps hearing the caller.
+    const r1 = c.nodes.get("r1")!;
+    assert.ok(r1.registry.nodes().includes("caller"));
+    c.network.heal();
+    await c.env.advance(500);
+    assert.deepEqual(
+      caller.registry.endpoints("work", 1).map((e) => e.node),
+      ["r1"],
+    );
+  });
+
   it("keeps frames in order on a link unless told to reorder", async () => {
     const c = cluster(8);
     const got: number[] = [];

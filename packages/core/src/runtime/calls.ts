@@ -1,0 +1,401 @@
+import { isKeelError, KeelError } from "../errors/index.ts";
+import {
+  encodeChecked,
+  type RequestFrame,
+  type ResponseFrame,
+  WIRE_VERSION,
+} from "../wire/index.ts";
+import { type BalancerState, checkRouting, pick, pickVersion } from "./balancer.ts";
+import type { CallOptions, Client } from "./context-types.ts";
+import type { Expiring } from "./deadlines.ts";
+import type { Invocation } from "./invocation.ts";
+import { type NodeShared, notProcessed, unavailable } from "./node-shared.ts";
+import { type Endpoint, type NodeDownReason, Registry } from "./registry.ts";
+import { cancelled, deadlineExceeded, type Scope } from "./scope.ts";
+import type { Server } from "./server.ts";
+import type { AnyService } from "./service.ts";
+
+/** What a client call is about; fixed for its lifetime. */
+interface CallSpec {
+  readonly service: AnyService;
+  readonly key: string;
+  readonly action: string;
+  readonly input: unknown;
+  readonly options: CallOptions | undefined;
+  readonly parent: Invocation | undefined;
+  readonly idempotent: boolean;
+  readonly deadline: number;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (err: KeelError) => void;
+  readonly onExpire: (call: ClientCall) => void;
+}
+
+/** A call to a remote endpoint (and its failovers), tracked until it settles. */
+class ClientCall implements Expiring {
+  heapIndex = -1;
+  settled = false;
+  attemptId = "";
+  endpoint: Endpoint | undefined;
+  sentAt = 0;
+  tried: Set<string> | undefined;
+  unlink: (() => void) | undefined;
+  readonly spec: CallSpec;
+  readonly deadline: number;
+
+  constructor(spec: CallSpec) {
+    this.spec = spec;
+    this.deadline = spec.deadline;
+  }
+
+  expire(): void {
+    this.spec.onExpire(this);
+  }
+}
+
+/**
+ * The calling half of a node: picks an endpoint, takes the same-node fast path or sends a request,
+ * tracks the reply against the deadline, and fails over when that is safe.
+ */
+export class Calls {
+  readonly #n: NodeShared;
+  readonly #server: Server;
+  readonly #balance: BalancerState;
+  /** Calls awaiting a remote reply, by attempt id. */
+  readonly #pending = new Map<string, ClientCall>();
+
+  constructor(shared: NodeShared, server: Server, balance: BalancerState) {
+    this.#n = shared;
+    this.#server = server;
+    this.#balance = balance;
+  }
+
+  client<S extends AnyService>(
+    service: S,
+    defaults: CallOptions | undefined,
+    parent: Invocation | undefined,
+  ): Client<S> {
+    if (service?.kind !== "service")
+      throw new KeelError("CONFIGURATION", "client() takes a service from defineService()");
+    if (defaults !== undefined) checkRouting(defaults);
+    const out: Record<string, (input: unknown, options?: CallOptions) => Promise<unknown>> = {};
+    for (const name of Object.keys(service.actions)) {
+      out[name] = (input, options) =>
+        this.invoke(
+          service,
+          name,
+          input,
+          defaults === undefined ? options : { ...defaults, ...options },
+          parent,
+        );
+    }
+    return Object.freeze(out) as Client<S>;
+  }
+
+  invoke(
+    service: AnyService,
+    actionName: string,
+    input: unknown,
+    options: CallOptions | undefined,
+    parent: Invocation | undefined,
+  ): Promise<unknown> {
+    const n = this.#n;
+    const state = n.state;
+    if (state !== "ready" && state !== "draining") {
+      return Promise.reject(
+        unavailable(`node '${n.id}' is ${state}: it cannot make calls`, { notProcessed: true }),
+      );
+    }
+    n.stats.callsStarted++;
+    const action = service.actions[actionName];
+    if (action === undefined) {
+      return Promise.reject(
+        new KeelError("NOT_FOUND", `${service.key} has no action '${actionName}'`),
+      );
+    }
+    if (options !== undefined) {
+      try {
+        checkRouting(options);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    if (
+      n.balancer === "consistent-hash" &&
+      options?.hashKey === undefined &&
+      options?.balancer === undefined
+    ) {
+      return Promise.reject(
+        new KeelError(
+          "CONFIGURATION",
+          `node '${n.id}' balances by consistent hash: calls need a 'hashKey'`,
+        ),
+      );
+    }
+    const timeout = options?.timeoutMs ?? n.defaultTimeoutMs;
+    if (parent?.reason !== undefined) return Promise.reject(parent.reason);
+    if (!(timeout > 0)) {
+      return Promise.reject(deadlineExceeded(`no time left to call ${service.key}.${actionName}`));
+    }
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(cancelled());
+
+    let key = service.key;
+    const weights = options?.versions;
+    if (weights !== undefined) {
+      const v = pickVersion(
+        weights,
+        (version) => (n.registry.endpointsByKey(`${service.name}@${version}`)?.length ?? 0) > 0,
+        this.#balance.random,
+      );
+      if (v !== undefined) key = `${service.name}@${v}`;
+    }
+    const endpoints = n.registry.endpointsByKey(key);
+    const ep =
+      endpoints === undefined
+        ? undefined
+        : pick(
+            options?.balancer ?? n.balancer,
+            key,
+            endpoints,
+            this.#balance,
+            undefined,
+            options?.hashKey,
+          );
+    if (ep === undefined) {
+      return Promise.reject(
+        unavailable(`no endpoint for ${key}`, { service: key, notProcessed: true }),
+      );
+    }
+    if (ep.local) {
+      const hosted = n.hosted.get(key)!;
+      const local = hosted.actions.get(actionName) ?? action;
+      return this.#server.callLocal(
+        hosted,
+        local,
+        input,
+        options,
+        parent,
+        timeout,
+        ep,
+        endpoints!.length > 1,
+      );
+    }
+    // Remote: the deadline is fixed now, since its remaining part travels with the request.
+    const now = n.env.clock.now();
+    let deadline = now + timeout;
+    if (parent !== undefined && parent.deadline < deadline) deadline = parent.deadline;
+    if (!(deadline > now)) {
+      return Promise.reject(deadlineExceeded(`no time left to call ${service.key}.${actionName}`));
+    }
+    return new Promise((resolve, reject) => {
+      const call = new ClientCall({
+        service,
+        key,
+        action: actionName,
+        input,
+        options,
+        parent,
+        idempotent: action.idempotent,
+        deadline,
+        resolve,
+        reject,
+        onExpire: (c) => this.#onExpired(c),
+      });
+      n.deadlines.add(call);
+      if (signal !== undefined || parent !== undefined) this.#linkCancel(call, signal, parent);
+      this.#send(call, ep);
+    });
+  }
+
+  onResponse(f: ResponseFrame): void {
+    const call = this.#pending.get(f.id);
+    if (call === undefined || call.endpoint?.node !== f.from) return; // late, duplicate or stray reply
+    this.#pending.delete(f.id);
+    const ep = call.endpoint;
+    ep.inflight--;
+    Registry.observe(ep, this.#n.env.clock.now() - call.sentAt);
+    if (f.ok) {
+      this.#settle(call, undefined, f.p);
+      return;
+    }
+    const err = KeelError.fromWire(f.err);
+    if (notProcessed(err)) {
+      this.#attemptFailed(call, err, true);
+      return;
+    }
+    if (err.code === "UNAVAILABLE" && err.details?.["node"] === f.from && call.spec.idempotent) {
+      // The node itself gave up on the call (its drain ran out of time): safe to run elsewhere.
+      this.#attemptFailed(call, err, false);
+      return;
+    }
+    this.#settle(call, err);
+  }
+
+  /**
+   * A node left the registry: calls waiting on it fail over or fail. After a goodbye, its last
+   * replies may still be on the way (links can reorder), so they get the failure timeout to land.
+   */
+  peerGone(node: string, reason: NodeDownReason): void {
+    const waiting = [...this.#pending.values()].filter((call) => call.endpoint?.node === node);
+    if (waiting.length === 0) return;
+    const fail = () => {
+      for (const call of waiting) {
+        if (this.#pending.get(call.attemptId) !== call) continue; // answered meanwhile
+        this.#pending.delete(call.attemptId);
+        this.#attemptFailed(
+          call,
+          unavailable(`node '${node}' ${reason} before replying`, { node }),
+        );
+      }
+    };
+    if (reason === "left") this.#n.env.timers.setTimeout(fail, this.#n.failureTimeoutMs);
+    else fail();
+  }
+
+  /** Fails every call still waiting (the node is stopping). */
+  settleAll(reason: KeelError): void {
+    for (const call of [...this.#pending.values()]) this.#settle(call, reason);
+  }
+
+  #linkCancel(call: ClientCall, signal: AbortSignal | undefined, parent: Scope | undefined): void {
+    const cancel = (reason?: KeelError) => {
+      this.#sendCancel(call);
+      this.#settle(call, reason ?? cancelled());
+    };
+    const onSignal = () => cancel();
+    signal?.addEventListener("abort", onSignal, { once: true });
+    const offParent = parent?.onAbort(cancel);
+    call.unlink = () => {
+      signal?.removeEventListener("abort", onSignal);
+      offParent?.();
+    };
+  }
+
+  #send(call: ClientCall, ep: Endpoint): void {
+    const n = this.#n;
+    const now = n.env.clock.now();
+    call.attemptId = n.nextId().toString(36);
+    call.endpoint = ep;
+    call.sentAt = now;
+    const { options: opts, parent } = call.spec;
+    const frame: RequestFrame = {
+      v: WIRE_VERSION,
+      k: "req",
+      id: call.attemptId,
+      from: n.id,
+      svc: call.spec.service.name,
+      ver: ep.version,
+      act: call.spec.action,
+      dl: call.deadline - now,
+      p: call.spec.input,
+      ...(parent?.traceContext === undefined ? {} : { tc: parent.traceContext }),
+      ...(opts?.idempotencyKey === undefined ? {} : { ik: opts.idempotencyKey }),
+      ...(parent === undefined ? {} : { caller: { node: n.id, service: parent.service } }),
+      ...(opts?.meta === undefined ? {} : { meta: opts.meta }),
+    };
+    let bytes: Uint8Array;
+    try {
+      // What the receiver would refuse unread fails here, fast.
+      bytes = encodeChecked(n.codec, frame, n.limitFor(ep.node));
+    } catch (err) {
+      const e = isKeelError(err)
+        ? err
+        : new KeelError("INTERNAL", "request could not be encoded", { cause: err });
+      this.#settle(call, e);
+      return;
+    }
+    ep.inflight++;
+    this.#pending.set(call.attemptId, call);
+    n.sendBytes(ep.node, bytes);
+  }
+
+  /** An attempt failed without an answer from the handler: fail over when that is safe. */
+  #attemptFailed(call: ClientCall, err: KeelError, wasNotProcessed = notProcessed(err)): void {
+    if (call.settled) return;
+    const n = this.#n;
+    // A request that may have run may run again elsewhere only if its action is idempotent.
+    const safe = wasNotProcessed || call.spec.idempotent;
+    if (!safe || !(call.deadline > n.env.clock.now()) || n.state === "stopped") {
+      this.#settle(call, err);
+      return;
+    }
+    call.tried ??= new Set();
+    if (call.endpoint !== undefined) call.tried.add(call.endpoint.node);
+    const { key, options } = call.spec;
+    const endpoints = n.registry.endpointsByKey(key);
+    const next =
+      endpoints === undefined
+        ? undefined
+        : pick(
+            options?.balancer ?? n.balancer,
+            key,
+            endpoints,
+            this.#balance,
+            call.tried,
+            options?.hashKey,
+          );
+    if (next === undefined) {
+      this.#settle(call, err);
+      return;
+    }
+    n.stats.failovers++;
+    n.log.debug(
+      { service: key, action: call.spec.action, from: call.endpoint?.node, to: next.node },
+      "failing over",
+    );
+    if (next.local) {
+      // This node takes the call over, with its deadline and its caller's promise.
+      const hosted = n.hosted.get(key)!;
+      n.deadlines.remove(call);
+      call.unlink?.();
+      call.settled = true;
+      const { spec } = call;
+      this.#server.takeOver(
+        hosted,
+        hosted.actions.get(spec.action)!,
+        spec.input,
+        options,
+        spec.parent,
+        call.deadline,
+        next,
+        spec.resolve,
+        spec.reject,
+      );
+      return;
+    }
+    this.#send(call, next);
+  }
+
+  #onExpired(call: ClientCall): void {
+    this.#sendCancel(call);
+    this.#settle(
+      call,
+      deadlineExceeded(`${call.spec.key}.${call.spec.action} exceeded its deadline`),
+    );
+  }
+
+  #sendCancel(call: ClientCall): void {
+    if (call.settled || call.endpoint === undefined || !this.#pending.has(call.attemptId)) return;
+    this.#n.sendTo(call.endpoint.node, {
+      v: WIRE_VERSION,
+      k: "cancel",
+      id: call.attemptId,
+      from: this.#n.id,
+    });
+  }
+
+  /** Settles a client call once, with an error or a value. */
+  #settle(call: ClientCall, err: KeelError | undefined, value?: unknown): void {
+    if (call.settled) return;
+    call.settled = true;
+    if (this.#pending.get(call.attemptId) === call) {
+      this.#pending.delete(call.attemptId);
+      if (call.endpoint !== undefined)
+        call.endpoint.inflight = Math.max(0, call.endpoint.inflight - 1);
+    }
+    this.#n.deadlines.remove(call);
+    call.unlink?.();
+    if (err === undefined) call.spec.resolve(value);
+    else call.spec.reject(err);
+  }
+}

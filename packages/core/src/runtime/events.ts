@@ -1,0 +1,104 @@
+import { KeelError } from "../errors/index.ts";
+import { schemaError, validate } from "../schema/index.ts";
+import { type EventFrame, WIRE_VERSION } from "../wire/index.ts";
+import { EventInvocation, type Invocation } from "./invocation.ts";
+import { type NodeShared, unavailable } from "./node-shared.ts";
+import type { Scope } from "./scope.ts";
+import type { EventDefinition } from "./service.ts";
+
+/** Events: `emit` reaches one node per subscribing service, `broadcast` every subscriber. At most once. */
+export class Events {
+  readonly #n: NodeShared;
+  #cursor = 0;
+
+  constructor(shared: NodeShared) {
+    this.#n = shared;
+  }
+
+  emit(
+    event: EventDefinition,
+    payload: unknown,
+    mode: "emit" | "broadcast",
+    parent: Scope | undefined,
+  ): void {
+    const n = this.#n;
+    if (event?.kind !== "event")
+      throw new KeelError("CONFIGURATION", `${mode}() takes an event from defineEvent()`);
+    if (n.state !== "ready" && n.state !== "draining") {
+      throw unavailable(`node '${n.id}' is ${n.state}: it cannot emit events`);
+    }
+    const checked = event.schema["~standard"].validate(payload);
+    if (!(checked instanceof Promise) && checked.issues !== undefined) {
+      throw schemaError("INVALID_ARGUMENT", `payload of event '${event.name}'`, checked.issues);
+    }
+    n.stats.eventsEmitted++;
+    const bySvc = n.registry.subscribers(event.name);
+    if (bySvc === undefined) return;
+    const tc = (parent as Invocation | undefined)?.traceContext;
+    // One copy per subscribing service (emit, round-robin over its nodes) or per node (broadcast).
+    const targets: Array<[node: string, grp: string | undefined]> = [];
+    if (mode === "emit") {
+      for (const [svc, nodes] of bySvc) {
+        targets.push([nodes.length === 1 ? nodes[0]! : nodes[this.#cursor++ % nodes.length]!, svc]);
+      }
+    } else {
+      const nodes = new Set<string>();
+      for (const list of bySvc.values()) for (const node of list) nodes.add(node);
+      for (const node of nodes) targets.push([node, undefined]);
+    }
+    for (const [target, grp] of targets) {
+      if (target === n.id) {
+        this.#deliver(event.name, payload, grp, n.id, tc);
+        continue;
+      }
+      const frame: EventFrame = {
+        v: WIRE_VERSION,
+        k: "evt",
+        from: n.id,
+        name: event.name,
+        mode,
+        p: payload,
+      };
+      n.sendTo(target, {
+        ...frame,
+        ...(grp === undefined ? {} : { grp }),
+        ...(tc === undefined ? {} : { tc }),
+      });
+    }
+  }
+
+  onEvent(f: EventFrame): void {
+    this.#deliver(f.name, f.p, f.mode === "emit" ? f.grp : undefined, f.from, f.tc);
+  }
+
+  /** Runs local subscribers: of service `svc` only, or of every hosted service when undefined. */
+  #deliver(
+    name: string,
+    payload: unknown,
+    svc: string | undefined,
+    from: string,
+    tc: string | undefined,
+  ): void {
+    const n = this.#n;
+    for (const hosted of n.hosted.values()) {
+      if (svc !== undefined && hosted.def.name !== svc) continue;
+      const sub = hosted.subscriptions.get(name);
+      if (sub === undefined) continue;
+      n.stats.eventsDelivered++;
+      const ctx = new EventInvocation(n.hooks, hosted.def.name, name, from, tc);
+      // Always asynchronous, so an emitter never runs subscriber code on its own stack.
+      void Promise.resolve()
+        .then(async () => {
+          let value = validate(sub.event.schema, payload, `payload of event '${name}'`);
+          if (value instanceof Promise) value = await value;
+          await sub.handler(value, ctx);
+        })
+        .catch((err: unknown) => {
+          n.log.error(
+            { err, service: hosted.def.name, event: name, peer: from },
+            "event handler failed",
+          );
+        });
+    }
+  }
+}

@@ -1,0 +1,110 @@
+import type { Env } from "../env/index.ts";
+import { KeelError } from "../errors/index.ts";
+import type { Transport } from "../transport/index.ts";
+import { type Codec, DEFAULT_MAX_FRAME_BYTES } from "../wire/index.ts";
+import { checkBalancerName } from "./balancer.ts";
+import type { BalancerName } from "./context-types.ts";
+import type { Logger } from "./logger.ts";
+import type { AnyService } from "./service.ts";
+
+/** Options for `createNode`. */
+export interface NodeOptions {
+  /** Unique id of this node in the cluster. */
+  readonly id: string;
+  /** How this node reaches the others (in-process network, NATS). */
+  readonly transport: Transport;
+  /** Time, timers and randomness (default: the real Env). */
+  readonly env?: Env;
+  /** Services this node hosts. */
+  readonly services?: readonly AnyService[];
+  /** Wire codec for frames to other nodes (default JSON). */
+  readonly codec?: Codec;
+  /** Largest frame accepted or sent, in bytes (default 1 MiB). */
+  readonly maxFrameBytes?: number;
+  /** How often this node says it is alive (default 200 ms). */
+  readonly heartbeatIntervalMs?: number;
+  /** A node silent this long is taken for dead (default 700 ms; detection within timeout + interval). */
+  readonly failureTimeoutMs?: number;
+  /** How long `stop()` waits for in-flight requests (default 5000 ms). */
+  readonly drainGraceMs?: number;
+  /** Deadline of calls that set no `timeoutMs` (default 10000 ms). */
+  readonly defaultTimeoutMs?: number;
+  /** Default balancing strategy (default `p2c`). */
+  readonly balancer?: BalancerName;
+  /** Where the node logs (default: JSON lines on stderr at `warn`). */
+  readonly logger?: Logger;
+}
+
+/** Node settings after defaults and checks. */
+export interface NodeSettings {
+  readonly maxFrameBytes: number;
+  readonly heartbeatMs: number;
+  readonly failureTimeoutMs: number;
+  readonly graceMs: number;
+  readonly defaultTimeoutMs: number;
+  readonly balancer: BalancerName;
+}
+
+const DEFAULTS = {
+  maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
+  heartbeatIntervalMs: 200,
+  failureTimeoutMs: 700,
+  drainGraceMs: 5000,
+  defaultTimeoutMs: 10_000,
+} as const;
+
+const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!(Number.isFinite(value) && value > 0)) {
+    throw new KeelError(
+      "CONFIGURATION",
+      `node option '${name}' must be a positive number, got ${value}`,
+    );
+  }
+  return value;
+}
+
+/** Checks node options at definition time and fills in defaults; throws CONFIGURATION. */
+export function resolveSettings(options: NodeOptions): NodeSettings {
+  if (typeof options.id !== "string" || !NODE_ID.test(options.id)) {
+    throw new KeelError("CONFIGURATION", `node id '${String(options.id)}' must match ${NODE_ID}`);
+  }
+  if (options.transport === undefined) {
+    throw new KeelError("CONFIGURATION", `node '${options.id}' needs a transport`);
+  }
+  const heartbeatMs = positive(
+    "heartbeatIntervalMs",
+    options.heartbeatIntervalMs,
+    DEFAULTS.heartbeatIntervalMs,
+  );
+  const failureTimeoutMs = positive(
+    "failureTimeoutMs",
+    options.failureTimeoutMs,
+    DEFAULTS.failureTimeoutMs,
+  );
+  if (failureTimeoutMs <= heartbeatMs) {
+    throw new KeelError(
+      "CONFIGURATION",
+      "node option 'failureTimeoutMs' must be longer than 'heartbeatIntervalMs'",
+    );
+  }
+  const graceMs = options.drainGraceMs ?? DEFAULTS.drainGraceMs;
+  if (!(graceMs >= 0))
+    throw new KeelError("CONFIGURATION", "node option 'drainGraceMs' must be >= 0");
+  const balancer = options.balancer ?? "p2c";
+  checkBalancerName(balancer);
+  return {
+    maxFrameBytes: positive("maxFrameBytes", options.maxFrameBytes, DEFAULTS.maxFrameBytes),
+    heartbeatMs,
+    failureTimeoutMs,
+    graceMs,
+    defaultTimeoutMs: positive(
+      "defaultTimeoutMs",
+      options.defaultTimeoutMs,
+      DEFAULTS.defaultTimeoutMs,
+    ),
+    balancer,
+  };
+}

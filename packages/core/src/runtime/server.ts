@@ -1,0 +1,443 @@
+import { isKeelError, KeelError } from "../errors/index.ts";
+import { type StandardSchemaV1, schemaError } from "../schema/index.ts";
+import {
+  encodeChecked,
+  type RequestFrame,
+  type ResponseFrame,
+  WIRE_VERSION,
+} from "../wire/index.ts";
+import type { CallOptions } from "./context-types.ts";
+import { Invocation } from "./invocation.ts";
+import type { Hosted, NodeShared } from "./node-shared.ts";
+import { unavailable } from "./node-shared.ts";
+import { type Endpoint, Registry } from "./registry.ts";
+import { cancelled, deadlineExceeded } from "./scope.ts";
+import type { AnyAction } from "./service.ts";
+
+type Result = StandardSchemaV1.Result<unknown>;
+
+/**
+ * The serving half of a node: runs handlers for requests from the transport and for same-node
+ * calls, checks schemas at the boundary, enforces deadlines and cancellation, and delivers each
+ * outcome exactly once. A call is registered as in flight only once it goes asynchronous.
+ */
+export class Server {
+  readonly #n: NodeShared;
+  /** Requests in flight (remote ones, and local ones that went asynchronous). */
+  #head: Invocation | undefined;
+  #count = 0;
+  /** Remote requests by `from\0id`, for cancel frames. */
+  readonly #remote = new Map<string, Invocation>();
+  #idle: (() => void) | undefined;
+
+  constructor(shared: NodeShared) {
+    this.#n = shared;
+  }
+
+  /** Requests in flight. */
+  get inFlightCount(): number {
+    return this.#count;
+  }
+
+  /** Resolves when nothing is in flight any more, or after `graceMs`. */
+  whenIdle(graceMs: number): Promise<void> {
+    if (this.#count === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timers = this.#n.env.timers;
+      const timer = timers.setTimeout(() => {
+        this.#idle = undefined;
+        resolve();
+      }, graceMs);
+      this.#idle = () => {
+        timers.clearTimeout(timer);
+        this.#idle = undefined;
+        resolve();
+      };
+    });
+  }
+
+  /**
+   * Ends every in-flight request with `err`: the handler's signal fires, local callers are
+   * rejected, remote ones are told unless `silent` (a crashed process answers nobody).
+   */
+  interruptAll(err: KeelError, silent: boolean): void {
+    const all: Invocation[] = [];
+    for (let inv = this.#head; inv !== undefined; inv = inv.nextServing) all.push(inv);
+    for (const inv of all) {
+      inv.abort(err);
+      this.#finish(inv, false, err, silent);
+    }
+  }
+
+  onRequest(f: RequestFrame): void {
+    const n = this.#n;
+    const refuse = (err: KeelError) =>
+      n.sendTo(f.from, {
+        v: WIRE_VERSION,
+        k: "res",
+        id: f.id,
+        from: n.id,
+        ok: false,
+        err: err.toWire(),
+      });
+    if (n.state !== "ready") {
+      refuse(unavailable(`node '${n.id}' is ${n.state}`, { node: n.id, notProcessed: true }));
+      return;
+    }
+    const hosted = n.hosted.get(`${f.svc}@${f.ver}`);
+    if (hosted === undefined) {
+      refuse(
+        unavailable(`node '${n.id}' does not host ${f.svc}@${f.ver}`, {
+          node: n.id,
+          notProcessed: true,
+        }),
+      );
+      return;
+    }
+    const action = hosted.actions.get(f.act);
+    if (action === undefined) {
+      refuse(
+        new KeelError("NOT_FOUND", `${f.svc}@${f.ver} has no action '${f.act}'`, { noStack: true }),
+      );
+      return;
+    }
+    if (f.dl <= 0) {
+      refuse(deadlineExceeded(`no time left for ${f.svc}@${f.ver}.${f.act} on arrival`));
+      return;
+    }
+    const now = n.env.clock.now();
+    const budget = action.timeoutMs === undefined ? f.dl : Math.min(f.dl, action.timeoutMs);
+    const inv = new Invocation(
+      n.hooks,
+      f.svc,
+      f.act,
+      f.id,
+      now + budget,
+      budget,
+      Number.POSITIVE_INFINITY,
+      f.caller,
+      f.ik,
+      f.meta,
+      f.tc,
+      f.from,
+    );
+    this.#remote.set(`${f.from}\u0000${f.id}`, inv);
+    this.#register(inv, now);
+    this.#serve(inv, action, f.p);
+  }
+
+  /** The caller gave up on request `id`: stop the handler, answer nobody. */
+  onCancel(from: string, id: string): void {
+    const inv = this.#remote.get(`${from}\u0000${id}`);
+    if (inv === undefined) return;
+    const reason = cancelled();
+    inv.abort(reason);
+    this.#finish(inv, false, reason, true);
+  }
+
+  /**
+   * The same-node fast path: no encoding and no transport, but the same validation, deadline and
+   * cancellation. A call whose schemas and handler are synchronous completes here without a timer,
+   * a clock read or a promise of its own; the first promise registers it as in flight.
+   */
+  callLocal(
+    hosted: Hosted,
+    action: AnyAction,
+    input: unknown,
+    options: CallOptions | undefined,
+    parent: Invocation | undefined,
+    timeout: number,
+    ep: Endpoint,
+    measure: boolean,
+  ): Promise<unknown> {
+    const budget = action.timeoutMs === undefined ? timeout : Math.min(timeout, action.timeoutMs);
+    const cap = parent === undefined ? Number.POSITIVE_INFINITY : parent.deadline;
+    const inv = this.#localInvocation(hosted, action, options, parent, Number.NaN, budget, cap);
+    inv.endpoint = ep;
+    inv.measure = measure;
+    inv.callerSignal = options?.signal;
+    inv.upstream = parent;
+    this.#serve(inv, action, input);
+    if (inv.settled) return inv.ok ? Promise.resolve(inv.result) : Promise.reject(inv.result);
+    return new Promise((resolve, reject) => {
+      inv.resolveLocal = resolve;
+      inv.rejectLocal = reject;
+    });
+  }
+
+  /** A remote call failing over to this node: it keeps its deadline and its caller's promise. */
+  takeOver(
+    hosted: Hosted,
+    action: AnyAction,
+    input: unknown,
+    options: CallOptions | undefined,
+    parent: Invocation | undefined,
+    deadline: number,
+    ep: Endpoint,
+    resolve: (value: unknown) => void,
+    reject: (err: KeelError) => void,
+  ): void {
+    const inv = this.#localInvocation(hosted, action, options, parent, deadline, 0, deadline);
+    inv.endpoint = ep;
+    inv.measure = true;
+    inv.callerSignal = options?.signal;
+    inv.upstream = parent;
+    inv.resolveLocal = resolve;
+    inv.rejectLocal = reject;
+    this.#serve(inv, action, input);
+  }
+
+  /** Called once when an invocation's deadline passes. */
+  expired(inv: Invocation): void {
+    const err = deadlineExceeded(`${inv.service}.${inv.action} exceeded its deadline`);
+    inv.abort(err);
+    this.#finish(inv, false, err);
+  }
+
+  #localInvocation(
+    hosted: Hosted,
+    action: AnyAction,
+    options: CallOptions | undefined,
+    parent: Invocation | undefined,
+    deadline: number,
+    budget: number,
+    cap: number,
+  ): Invocation {
+    const n = this.#n;
+    return new Invocation(
+      n.hooks,
+      hosted.def.name,
+      action.name,
+      n.nextId(),
+      deadline,
+      budget,
+      cap,
+      parent === undefined ? undefined : { node: n.id, service: parent.service },
+      options?.idempotencyKey,
+      options?.meta,
+      parent?.traceContext,
+      undefined,
+    );
+  }
+
+  #serve(inv: Invocation, action: AnyAction, input: unknown): void {
+    this.#n.stats.requestsHandled++;
+    this.#validateThen(inv, action, action.input, input, this.#handle);
+  }
+
+  /** Validates `value`, then continues with `next`: at once when the schema is synchronous. */
+  #validateThen(
+    inv: Invocation,
+    action: AnyAction,
+    schema: StandardSchemaV1,
+    value: unknown,
+    next: (inv: Invocation, action: AnyAction, checked: Result) => void,
+  ): void {
+    let checked: Result | Promise<Result>;
+    try {
+      checked = schema["~standard"].validate(value);
+    } catch (err) {
+      this.#fail(inv, err);
+      return;
+    }
+    if (checked instanceof Promise) {
+      this.#register(inv, this.#n.env.clock.now());
+      checked.then(
+        (r) => next.call(this, inv, action, r),
+        (err: unknown) => this.#fail(inv, err),
+      );
+    } else {
+      next.call(this, inv, action, checked);
+    }
+  }
+
+  #handle(inv: Invocation, action: AnyAction, checked: Result): void {
+    if (inv.settled) return;
+    let out: unknown;
+    try {
+      if (checked.issues !== undefined) {
+        throw schemaError(
+          "INVALID_ARGUMENT",
+          `input of ${inv.service}.${inv.action}`,
+          checked.issues,
+        );
+      }
+      out = action.handler(checked.value, inv);
+    } catch (err) {
+      this.#fail(inv, err);
+      return;
+    }
+    if (out instanceof Promise) {
+      this.#register(inv, this.#n.env.clock.now());
+      out.then(
+        (value: unknown) => this.#respond(inv, action, value),
+        (err: unknown) => this.#fail(inv, err),
+      );
+    } else {
+      this.#respond(inv, action, out);
+    }
+  }
+
+  /** Checks a handler's result against the output schema, then delivers it. */
+  #respond(inv: Invocation, action: AnyAction, out: unknown): void {
+    if (inv.settled) return;
+    this.#validateThen(inv, action, action.output, out, this.#deliver);
+  }
+
+  #deliver(inv: Invocation, _action: AnyAction, checked: Result): void {
+    if (checked.issues !== undefined) {
+      this.#fail(
+        inv,
+        schemaError("INTERNAL", `output of ${inv.service}.${inv.action}`, checked.issues),
+      );
+    } else {
+      this.#finish(inv, true, checked.value);
+    }
+  }
+
+  /**
+   * Registers an invocation as in flight: fixes its deadline, tracks it for drain and
+   * cancellation, and counts it on its endpoint. Expires it at once if no time is left.
+   */
+  #register(inv: Invocation, now: number): void {
+    if (inv.registered || inv.settled) return;
+    inv.registered = true;
+    const head = this.#head;
+    inv.nextServing = head;
+    if (head !== undefined) head.prevServing = inv;
+    this.#head = inv;
+    this.#count++;
+    const deadline = inv.fixDeadline(now);
+    this.#n.deadlines.add(inv);
+    const ep = inv.endpoint;
+    if (ep !== undefined) {
+      ep.inflight++;
+      inv.startedAt = now;
+    }
+    const signal = inv.callerSignal;
+    const upstream = inv.upstream;
+    if (signal !== undefined || upstream !== undefined) {
+      const cancel = (reason?: KeelError) => {
+        const err = reason ?? cancelled();
+        inv.abort(err);
+        this.#finish(inv, false, err);
+      };
+      const onSignal = () => cancel();
+      signal?.addEventListener("abort", onSignal, { once: true });
+      const offUpstream = upstream?.onAbort(cancel);
+      inv.unlink = () => {
+        signal?.removeEventListener("abort", onSignal);
+        offUpstream?.();
+      };
+    }
+    if (!(deadline > now)) this.expired(inv);
+  }
+
+  #unregister(inv: Invocation): void {
+    inv.registered = false;
+    const prev = inv.prevServing;
+    const next = inv.nextServing;
+    if (prev === undefined) this.#head = next;
+    else prev.nextServing = next;
+    if (next !== undefined) next.prevServing = prev;
+    inv.prevServing = undefined;
+    inv.nextServing = undefined;
+    this.#count--;
+    this.#n.deadlines.remove(inv);
+    inv.unlink?.();
+    const ep = inv.endpoint;
+    if (ep !== undefined) {
+      ep.inflight--;
+      if (inv.measure) Registry.observe(ep, this.#n.env.clock.now() - inv.startedAt);
+    }
+  }
+
+  #fail(inv: Invocation, err: unknown): void {
+    if (inv.settled) return;
+    this.#finish(inv, false, this.#asKeelError(err, inv));
+  }
+
+  #asKeelError(err: unknown, inv: Invocation): KeelError {
+    const log = this.#n.log;
+    if (isKeelError(err)) {
+      if (err.code === "INTERNAL" && err.details?.["requestId"] === undefined) {
+        // An output-schema violation or a handler's own INTERNAL: log it, and say which request.
+        log.error(
+          { err, service: inv.service, action: inv.action, requestId: inv.requestId },
+          "handler failed",
+        );
+        return new KeelError("INTERNAL", err.message, {
+          retryable: err.retryable,
+          details: { ...err.details, requestId: inv.requestId },
+          cause: err,
+        });
+      }
+      if (err.details?.["notProcessed"] !== true) return err;
+      // This handler did run: a downstream "not processed" must not make our caller run it again.
+      const { notProcessed: _, ...details } = err.details;
+      return new KeelError(err.code, err.message, {
+        retryable: err.retryable,
+        details,
+        cause: err,
+      });
+    }
+    // Log the real failure here; only a code, a short message and the request id cross the wire.
+    log.error(
+      { err, service: inv.service, action: inv.action, requestId: inv.requestId },
+      "handler failed",
+    );
+    return new KeelError("INTERNAL", `internal error in ${inv.service}.${inv.action}`, {
+      cause: err,
+      details: { requestId: inv.requestId },
+    });
+  }
+
+  /** Delivers an invocation's outcome once; later outcomes (after a deadline or cancel) are dropped. */
+  #finish(inv: Invocation, ok: boolean, value: unknown, silent = false): void {
+    if (inv.settled) return;
+    inv.settled = true;
+    if (inv.registered) this.#unregister(inv);
+    if (inv.replyTo === undefined) {
+      if (inv.rejectLocal === undefined) {
+        // Settled before any promise was made: the caller picks the outcome up synchronously.
+        inv.ok = ok;
+        inv.result = value;
+      } else if (ok) inv.resolveLocal?.(value);
+      else inv.rejectLocal(value as KeelError);
+    } else {
+      this.#remote.delete(`${inv.replyTo}\u0000${inv.requestId}`);
+      if (!silent && this.#n.state !== "stopped") this.#reply(inv, ok, value);
+    }
+    if (this.#idle !== undefined && this.#count === 0) this.#idle();
+  }
+
+  #reply(inv: Invocation, ok: boolean, value: unknown): void {
+    const n = this.#n;
+    const to = inv.replyTo!;
+    const id = inv.requestId;
+    let frame: ResponseFrame = ok
+      ? { v: WIRE_VERSION, k: "res", id, from: n.id, ok: true, p: value }
+      : {
+          v: WIRE_VERSION,
+          k: "res",
+          id,
+          from: n.id,
+          ok: false,
+          err: (value as KeelError).toWire(),
+        };
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeChecked(n.codec, frame, n.limitFor(to));
+    } catch (err) {
+      // Too big (or not encodable) for the caller: it gets a coded error instead of silence.
+      const e = isKeelError(err) ? err : new KeelError("INTERNAL", "reply could not be encoded");
+      n.log.warn(
+        { err: e, service: inv.service, action: inv.action },
+        "reply refused before sending",
+      );
+      frame = { v: WIRE_VERSION, k: "res", id, from: n.id, ok: false, err: e.toWire() };
+      bytes = n.codec.encode(frame);
+    }
+    n.sendBytes(to, bytes);
+  }
+}

@@ -150,17 +150,7 @@ export class Calls {
       if (v !== undefined) key = `${service.name}@${v}`;
     }
     const endpoints = n.registry.endpointsByKey(key);
-    const ep =
-      endpoints === undefined
-        ? undefined
-        : pick(
-            options?.balancer ?? n.balancer,
-            key,
-            endpoints,
-            this.#balance,
-            undefined,
-            options?.hashKey,
-          );
+    const ep = this.#pick(key, endpoints, options, undefined);
     if (ep === undefined) {
       return Promise.reject(
         unavailable(`no endpoint for ${key}`, { service: key, notProcessed: true }),
@@ -309,6 +299,18 @@ export class Calls {
     n.sendBytes(ep.node, bytes);
   }
 
+  /** The endpoint for the next attempt: the call's balancer over the ready endpoints not yet tried. */
+  #pick(
+    key: string,
+    endpoints: readonly Endpoint[] | undefined,
+    options: CallOptions | undefined,
+    tried: ReadonlySet<string> | undefined,
+  ): Endpoint | undefined {
+    if (endpoints === undefined) return undefined;
+    const balancer = options?.balancer ?? this.#n.balancer;
+    return pick(balancer, key, endpoints, this.#balance, tried, options?.hashKey);
+  }
+
   /** An attempt failed without an answer from the handler: fail over when that is safe. */
   #attemptFailed(call: ClientCall, err: KeelError, wasNotProcessed = notProcessed(err)): void {
     if (call.settled) return;
@@ -322,18 +324,7 @@ export class Calls {
     call.tried ??= new Set();
     if (call.endpoint !== undefined) call.tried.add(call.endpoint.node);
     const { key, options } = call.spec;
-    const endpoints = n.registry.endpointsByKey(key);
-    const next =
-      endpoints === undefined
-        ? undefined
-        : pick(
-            options?.balancer ?? n.balancer,
-            key,
-            endpoints,
-            this.#balance,
-            call.tried,
-            options?.hashKey,
-          );
+    const next = this.#pick(key, n.registry.endpointsByKey(key), options, call.tried);
     if (next === undefined) {
       this.#settle(call, err);
       return;

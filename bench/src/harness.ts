@@ -9,6 +9,8 @@ export interface BenchCase {
   readonly label: string;
   /** One operation; its result is awaited (a plain value costs one microtask tick, like a promise). */
   readonly op: () => unknown;
+  /** Calls between clock reads for this case (default: the run's batch); 1 for slow operations. */
+  readonly batch?: number;
 }
 
 /** A figure computed within each round from two cases, then summarised over rounds. */
@@ -179,7 +181,7 @@ async function measure(op: () => unknown, seconds: number, maxOps: number, batch
 
 async function measureCase(c: BenchCase, seconds: number, maxOps: number, batch: number) {
   try {
-    return await measure(c.op, seconds, maxOps, batch);
+    return await measure(c.op, seconds, maxOps, c.batch ?? batch);
   } catch (err) {
     throw new Error(`case '${c.id}' failed while measured`, { cause: err });
   }

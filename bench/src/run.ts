@@ -21,6 +21,10 @@ const BENCHMARKS: Readonly<Record<string, Benchmark>> = {
       "one call, trivial handler: plain await, keel same-node (zod / passthrough), keel two-node, Moleculer local",
     load: () => import("./core.ts"),
   },
+  sim: {
+    description: "simulation: linearizability checker on the Jepsen etcd corpus (68 histories)",
+    load: () => import("./sim.ts"),
+  },
 };
 
 const DEFAULTS = {

@@ -83,6 +83,7 @@ export {
   type NetworkStats,
   type PartitionOptions,
   type Transport,
+  type TransportStatus,
 } from "./transport/index.ts";
 export {
   type AnnounceFrame,

@@ -11,6 +11,8 @@ import {
   jsonCodec,
   KeelError,
   silentLogger,
+  type Transport,
+  type TransportStatus,
   WIRE_VERSION,
 } from "../src/index.ts";
 import { capture, cluster, memoryLogger } from "./support.ts";
@@ -962,6 +964,89 @@ describe("call option errors", () => {
       () => a.client(kv, { versions: { 2: -1 } }),
       (err) => hasCode(err, "CONFIGURATION"),
     );
+  });
+});
+
+describe("what the transport tells the node", () => {
+  /** An in-process transport with a connection status and a frame limit of its own, like NATS. */
+  function withStatus(inner: Transport, maxFrameBytes?: number) {
+    const listeners = new Set<(s: TransportStatus) => void>();
+    const transport: Transport = {
+      nodeId: inner.nodeId,
+      maxFrameBytes,
+      connect: () => inner.connect(),
+      send: (to, frame) => inner.send(to, frame),
+      broadcast: (frame) => inner.broadcast(frame),
+      close: () => inner.close(),
+      [Symbol.asyncIterator]: () => inner[Symbol.asyncIterator](),
+      onStatus(listener) {
+        listeners.add(listener);
+        return { [Symbol.dispose]: () => listeners.delete(listener) };
+      },
+    };
+    return { transport, tell: (s: TransportStatus) => listeners.forEach((l) => l(s)) };
+  }
+
+  it("refuses a transport that belongs to another node id", () => {
+    const c = cluster();
+    assert.throws(
+      () =>
+        createNode({
+          id: "a",
+          env: c.env,
+          transport: c.network.transport("b"),
+          logger: silentLogger,
+        }),
+      (e) => hasCode(e, "CONFIGURATION") && /transport of 'b'/.test(e.message),
+    );
+  });
+
+  it("fails calls waiting on replies at once when the connection is lost", async () => {
+    await using c = cluster();
+    const work = workService();
+    c.add("r1", [work]);
+    const { transport, tell } = withStatus(c.network.transport("caller"));
+    const caller = createNode({ id: "caller", env: c.env, transport, logger: silentLogger });
+    c.nodes.set("caller", caller);
+    await c.start();
+    const out = capture(caller.call(work, "idem", { ms: 5000 }, { timeoutMs: 10_000 }));
+    await c.env.advance(5);
+    tell("reconnecting");
+    await c.env.flush();
+    assert.ok(hasCode(out.error, "UNAVAILABLE"), String(out.error));
+    assert.equal(out.error.retryable, true);
+    assert.match(out.error.message, /lost its transport connection \(reconnecting\)/);
+  });
+
+  it("lowers its frame limit to the transport's and announces it", async () => {
+    await using c = cluster();
+    const big = defineService("big").action("put", {
+      input: z.string(),
+      output: z.null(),
+      handler: () => null,
+    });
+    const { transport } = withStatus(c.network.transport("small"), 2048);
+    c.nodes.set(
+      "small",
+      createNode({ id: "small", env: c.env, transport, services: [big], logger: silentLogger }),
+    );
+    const b = c.add("b");
+    await c.start();
+    assert.equal(b.registry.node("small")?.maxFrameBytes, 2048);
+    const out = capture(b.call(big, "put", "x".repeat(3000)));
+    await c.env.flush();
+    assert.ok(hasCode(out.error, "PROTOCOL"));
+  });
+
+  it("stops when its transport ends underneath it", async () => {
+    await using c = cluster();
+    const inner = c.network.transport("a");
+    const a = createNode({ id: "a", env: c.env, transport: inner, logger: silentLogger });
+    c.nodes.set("a", a);
+    await c.start();
+    await inner.close(); // as if the connection were closed for good
+    await c.env.advance(1);
+    assert.equal(a.state, "stopped");
   });
 });
 

@@ -261,6 +261,11 @@ class NatsTransportImpl implements NatsTransport {
     return Number.isFinite(this.#maxPayload) ? this.#maxPayload : undefined;
   }
 
+  /** The server's max_payload, for the node's frame limit (the Transport port's name for it). */
+  get maxFrameBytes(): number | undefined {
+    return this.maxPayload;
+  }
+
   connection(): NatsConnection {
     if (this.#nc === undefined) {
       throw new KeelError(

@@ -45,7 +45,8 @@ export class NodeShared {
   readonly log: Logger;
   readonly stats: NodeStats;
   readonly codec: Codec;
-  readonly maxFrameBytes: number;
+  /** This node's frame limit: its setting, lowered to the transport's own limit once connected. */
+  maxFrameBytes: number;
   readonly heartbeatMs: number;
   readonly failureTimeoutMs: number;
   readonly defaultTimeoutMs: number;

@@ -97,6 +97,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   readonly #perrSentAt = new Map<string, number>();
   readonly #shared: NodeShared;
   #receiving: Promise<void> | undefined;
+  #statusWatch: Disposable | undefined;
   #stopping: Promise<void> | undefined;
 
   constructor(options: NodeOptions) {
@@ -180,6 +181,19 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       this.#setState("created"); // nothing was joined: the caller may fix the cause and start again
       throw err;
     }
+    const shared = this.#shared;
+    const transportMax = this.#transport.maxFrameBytes;
+    if (transportMax !== undefined && transportMax < shared.maxFrameBytes)
+      shared.maxFrameBytes = transportMax;
+    // Replies cannot come back over a lost connection: fail the calls waiting for them now, as
+    // retryable UNAVAILABLE, rather than at their deadlines.
+    this.#statusWatch = this.#transport.onStatus?.((status) => {
+      if (status === "connected" || shared.state === "stopped") return;
+      this.log.warn({ status }, "transport connection lost");
+      this.#calls.settleAll(
+        unavailable(`node '${this.id}' lost its transport connection (${status})`),
+      );
+    });
     this.#receiving = this.#receive();
     this.#setState("ready");
     this.#discovery.join();
@@ -222,6 +236,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     this.#discovery.stop();
     this.#deadlines.dispose();
     this.#calls.settleAll(reason);
+    this.#statusWatch?.[Symbol.dispose]();
     await this.#transport.close();
     await this.#receiving;
   }
@@ -257,12 +272,17 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     } catch (err) {
       this.log.error({ err }, "transport receive loop failed");
     }
+    if (this.#shared.state !== "stopped") {
+      // The transport ended on its own (closed for good): a node that cannot hear is down.
+      this.log.error({}, "transport closed underneath the node: stopping");
+      this.crash();
+    }
   }
 
   #onFrame(inbound: InboundFrame): void {
     let frame: Envelope;
     try {
-      frame = this.#codec.decode(inbound.frame, this.#settings.maxFrameBytes);
+      frame = this.#codec.decode(inbound.frame, this.#shared.maxFrameBytes);
     } catch (err) {
       this.#onBadFrame(inbound, err);
       return;
@@ -290,10 +310,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       : { code: "PROTOCOL" as const, message: "malformed frame", retryable: false };
     const send = (frame: Envelope) => {
       try {
-        this.#transport.send(
-          sender,
-          encodeChecked(this.#codec, frame, this.#settings.maxFrameBytes),
-        );
+        this.#transport.send(sender, encodeChecked(this.#codec, frame, this.#shared.maxFrameBytes));
       } catch (e) {
         this.log.warn({ err: e, peer: sender }, "frame refused before sending");
       }

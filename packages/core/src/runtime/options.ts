@@ -74,6 +74,12 @@ export function resolveSettings(options: NodeOptions): NodeSettings {
   if (options.transport === undefined) {
     throw new KeelError("CONFIGURATION", `node '${options.id}' needs a transport`);
   }
+  if (options.transport.nodeId !== options.id) {
+    throw new KeelError(
+      "CONFIGURATION",
+      `node '${options.id}' was given the transport of '${options.transport.nodeId}': it would be unreachable`,
+    );
+  }
   const heartbeatMs = positive(
     "heartbeatIntervalMs",
     options.heartbeatIntervalMs,

@@ -6,4 +6,9 @@ export {
   type NetworkStats,
   type PartitionOptions,
 } from "./in-process.ts";
-export { FrameQueue, type InboundFrame, type Transport } from "./transport.ts";
+export {
+  FrameQueue,
+  type InboundFrame,
+  type Transport,
+  type TransportStatus,
+} from "./transport.ts";

@@ -5,11 +5,18 @@ export interface InboundFrame {
   readonly from?: string;
 }
 
+/** Where a transport's connection stands (for transports that have one, like NATS). */
+export type TransportStatus = "connected" | "reconnecting" | "disconnected";
+
 /**
  * The narrow port every transport implements (in-process network, NATS). Sending is best effort:
  * the runtime, not the transport, owns timeouts, retries and failure detection.
  */
 export interface Transport extends AsyncIterable<InboundFrame> {
+  /** Largest frame the transport itself carries, known once connected (NATS: max_payload). */
+  readonly maxFrameBytes?: number | undefined;
+  /** Connection status changes, for transports that have a connection. */
+  onStatus?(listener: (status: TransportStatus) => void): Disposable;
   /** The node this transport belongs to. */
   readonly nodeId: string;
   /** Joins the network; frames flow after this resolves. */

@@ -984,7 +984,12 @@ describe("what the transport tells the node", () => {
         return { [Symbol.dispose]: () => listeners.delete(listener) };
       },
     };
-    return { transport, tell: (s: TransportStatus) => listeners.forEach((l) => l(s)) };
+    return {
+      transport,
+      tell: (s: TransportStatus) => {
+        for (const l of listeners) l(s);
+      },
+    };
   }
 
   it("refuses a transport that belongs to another node id", () => {

@@ -92,6 +92,7 @@ export {
 export {
   type ActionConfig,
   type ActionDefinition,
+  type ActionLimits,
   type ActionName,
   type AnyAction,
   type AnyService,
@@ -102,6 +103,7 @@ export {
   type Context,
   createJsonLogger,
   createNode,
+  type Decision,
   defineEvent,
   defineService,
   type Endpoint,

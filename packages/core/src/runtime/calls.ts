@@ -1,4 +1,12 @@
+import type { TimerHandle } from "../env/index.ts";
 import { isKeelError, KeelError } from "../errors/index.ts";
+import {
+  type BreakerPermit,
+  type CallOutcome,
+  type CircuitBreaker,
+  circuitBreaker,
+  type RetryPolicy,
+} from "../policies/index.ts";
 import {
   encodeChecked,
   type RequestFrame,
@@ -28,6 +36,7 @@ interface CallSpec {
   readonly resolve: (value: unknown) => void;
   readonly reject: (err: KeelError) => void;
   readonly onExpire: (call: ClientCall) => void;
+  readonly retry: RetryPolicy | undefined;
 }
 
 /** A call to a remote endpoint (and its failovers), tracked until it settles. */
@@ -39,6 +48,13 @@ class ClientCall implements Expiring {
   sentAt = 0;
   tried: Set<string> | undefined;
   unlink: (() => void) | undefined;
+  /** Retries so far, the last backoff, and the pending retry's timer. */
+  retries = 0;
+  lastDelay = 0;
+  retryTimer: TimerHandle | undefined;
+  /** The breaker of the endpoint of the attempt in flight, and its permit. */
+  breaker: CircuitBreaker | undefined;
+  permit: BreakerPermit | undefined;
   readonly spec: CallSpec;
   readonly deadline: number;
 
@@ -62,6 +78,8 @@ export class Calls {
   readonly #balance: BalancerState;
   /** Calls awaiting a remote reply, by attempt id. */
   readonly #pending = new Map<string, ClientCall>();
+  /** One breaker per remote endpoint (`node\0service@version`), when the node has breakers. */
+  readonly #breakers = new Map<string, CircuitBreaker>();
 
   constructor(shared: NodeShared, server: Server, balance: BalancerState) {
     this.#n = shared;
@@ -177,8 +195,11 @@ export class Calls {
     if (!(deadline > now)) {
       return Promise.reject(deadlineExceeded(`no time left to call ${service.key}.${actionName}`));
     }
+    const retry = options?.retry === undefined ? n.retry : options.retry || undefined;
+    retry?.begin(); // feeds the retry budget: one first attempt
     return new Promise((resolve, reject) => {
       const call = new ClientCall({
+        retry,
         service,
         key,
         action: actionName,
@@ -205,10 +226,12 @@ export class Calls {
     ep.inflight--;
     Registry.observe(ep, this.#n.env.clock.now() - call.sentAt);
     if (f.ok) {
+      this.#record(call, "success");
       this.#settle(call, undefined, f.p);
       return;
     }
     const err = KeelError.fromWire(f.err);
+    this.#record(call, call.breaker?.classify(err) ?? "ignore");
     if (notProcessed(err)) {
       this.#attemptFailed(call, err, true);
       return;
@@ -218,7 +241,7 @@ export class Calls {
       this.#attemptFailed(call, err, false);
       return;
     }
-    this.#settle(call, err);
+    this.#retryOrSettle(call, err);
   }
 
   /**
@@ -226,12 +249,15 @@ export class Calls {
    * replies may still be on the way (links can reorder), so they get the failure timeout to land.
    */
   peerGone(node: string, reason: NodeDownReason): void {
+    for (const k of this.#breakers.keys())
+      if (k.startsWith(`${node}\u0000`)) this.#breakers.delete(k);
     const waiting = [...this.#pending.values()].filter((call) => call.endpoint?.node === node);
     if (waiting.length === 0) return;
     const fail = () => {
       for (const call of waiting) {
         if (this.#pending.get(call.attemptId) !== call) continue; // answered meanwhile
         this.#pending.delete(call.attemptId);
+        this.#record(call, "failure");
         this.#attemptFailed(
           call,
           unavailable(`node '${node}' ${reason} before replying`, { node }),
@@ -263,6 +289,23 @@ export class Calls {
 
   #send(call: ClientCall, ep: Endpoint): void {
     const n = this.#n;
+    const breaker = this.#breakerFor(call.spec.key, ep);
+    if (breaker !== undefined) {
+      const permit = breaker.tryAcquire();
+      if (typeof permit !== "number") {
+        // Open, or half-open with its probes taken: not sent, so any endpoint may take it.
+        call.endpoint = ep;
+        const details = { ...permit.details, node: ep.node, notProcessed: true };
+        this.#attemptFailed(
+          call,
+          new KeelError("CIRCUIT_OPEN", permit.message, { noStack: true, details }),
+          true,
+        );
+        return;
+      }
+      call.breaker = breaker;
+      call.permit = permit;
+    }
     const now = n.env.clock.now();
     call.attemptId = n.nextId().toString(36);
     call.endpoint = ep;
@@ -307,6 +350,15 @@ export class Calls {
     tried: ReadonlySet<string> | undefined,
   ): Endpoint | undefined {
     if (endpoints === undefined) return undefined;
+    if (this.#breakers.size > 0) {
+      // Endpoints whose breaker is open are skipped, as if already tried.
+      for (const ep of endpoints) {
+        if (ep.local || !this.#breakers.get(`${ep.node}\u0000${key}`)?.isOpen()) continue;
+        const skip = new Set(tried);
+        skip.add(ep.node);
+        tried = skip;
+      }
+    }
     const balancer = options?.balancer ?? this.#n.balancer;
     return pick(balancer, key, endpoints, this.#balance, tried, options?.hashKey);
   }
@@ -326,38 +378,140 @@ export class Calls {
     const { key, options } = call.spec;
     const next = this.#pick(key, n.registry.endpointsByKey(key), options, call.tried);
     if (next === undefined) {
-      this.#settle(call, err);
+      this.#retryOrSettle(call, err);
       return;
     }
     n.stats.failovers++;
+    if (n.watched) {
+      n.decide({
+        kind: "failover",
+        service: key,
+        action: call.spec.action,
+        from: call.endpoint?.node,
+        to: next.node,
+      });
+    }
     n.log.debug(
       { service: key, action: call.spec.action, from: call.endpoint?.node, to: next.node },
       "failing over",
     );
-    if (next.local) {
-      // This node takes the call over, with its deadline and its caller's promise.
-      const hosted = n.hosted.get(key)!;
-      n.deadlines.remove(call);
-      call.unlink?.();
-      call.settled = true;
-      const { spec } = call;
-      this.#server.takeOver(
-        hosted,
-        hosted.actions.get(spec.action)!,
-        spec.input,
-        options,
-        spec.parent,
-        call.deadline,
-        next,
-        spec.resolve,
-        spec.reject,
-      );
+    this.#dispatch(call, next);
+  }
+
+  /** Sends the next attempt to `ep`, or lets this node take the call over when `ep` is local. */
+  #dispatch(call: ClientCall, ep: Endpoint): void {
+    if (!ep.local) {
+      this.#send(call, ep);
       return;
     }
-    this.#send(call, next);
+    // This node takes the call over, with its deadline and its caller's promise.
+    const n = this.#n;
+    const { spec } = call;
+    const hosted = n.hosted.get(spec.key)!;
+    n.deadlines.remove(call);
+    call.unlink?.();
+    call.settled = true;
+    this.#server.takeOver(
+      hosted,
+      hosted.actions.get(spec.action)!,
+      spec.input,
+      spec.options,
+      spec.parent,
+      call.deadline,
+      ep,
+      spec.resolve,
+      spec.reject,
+    );
+  }
+
+  /**
+   * The attempt failed for good: retry after a backoff when the call's retry policy (and its
+   * budget, and the deadline) allow and running again is safe; otherwise fail the call.
+   */
+  #retryOrSettle(call: ClientCall, err: KeelError): void {
+    const policy = call.spec.retry;
+    if (policy === undefined || !(call.spec.idempotent || notProcessed(err)) || call.settled) {
+      this.#settle(call, err);
+      return;
+    }
+    const n = this.#n;
+    const { key, action } = call.spec;
+    const delay = policy.nextDelay(err, call.retries, call.lastDelay, call.deadline);
+    if (typeof delay === "string") {
+      if (n.watched) {
+        n.decide({
+          kind: "give-up",
+          service: key,
+          action,
+          attempts: call.retries + 1,
+          reason: delay,
+          code: err.code,
+        });
+      }
+      this.#settle(call, err);
+      return;
+    }
+    call.retries++;
+    call.lastDelay = delay;
+    if (n.watched)
+      n.decide({
+        kind: "retry",
+        service: key,
+        action,
+        attempt: call.retries,
+        delayMs: delay,
+        code: err.code,
+      });
+    call.tried ??= new Set();
+    if (call.endpoint !== undefined) call.tried.add(call.endpoint.node);
+    call.retryTimer = n.env.timers.setTimeout(() => {
+      call.retryTimer = undefined;
+      if (call.settled || n.state === "stopped") return;
+      const endpoints = n.registry.endpointsByKey(key);
+      // Another endpoint when there is one; when every one was tried, any of them again.
+      let next = this.#pick(key, endpoints, call.spec.options, call.tried);
+      if (next === undefined) {
+        call.tried?.clear();
+        next = this.#pick(key, endpoints, call.spec.options, undefined);
+      }
+      if (next === undefined) this.#settle(call, err);
+      else this.#dispatch(call, next);
+    }, delay);
+  }
+
+  /** The breaker of a remote endpoint, made on first use when the node has breakers. */
+  #breakerFor(key: string, ep: Endpoint): CircuitBreaker | undefined {
+    const options = this.#n.breaker;
+    if (options === undefined || ep.local) return undefined;
+    const id = `${ep.node}\u0000${key}`;
+    let breaker = this.#breakers.get(id);
+    if (breaker === undefined) {
+      const n = this.#n;
+      breaker = circuitBreaker({ ...options, env: n.env });
+      breaker.onStateChange((change) => {
+        n.decide({
+          kind: "breaker",
+          peer: ep.node,
+          service: key,
+          from: change.from.kind,
+          to: change.to.kind,
+        });
+      });
+      this.#breakers.set(id, breaker);
+    }
+    return breaker;
+  }
+
+  /** Tells the attempt's breaker how it ended (once). */
+  #record(call: ClientCall, outcome: CallOutcome): void {
+    const { breaker, permit } = call;
+    if (breaker === undefined || permit === undefined) return;
+    call.permit = undefined;
+    breaker.record(permit, outcome, this.#n.env.clock.now() - call.sentAt);
   }
 
   #onExpired(call: ClientCall): void {
+    this.#record(call, "failure");
     this.#sendCancel(call);
     this.#settle(
       call,
@@ -379,6 +533,8 @@ export class Calls {
   #settle(call: ClientCall, err: KeelError | undefined, value?: unknown): void {
     if (call.settled) return;
     call.settled = true;
+    this.#record(call, "ignore");
+    if (call.retryTimer !== undefined) this.#n.env.timers.clearTimeout(call.retryTimer);
     if (this.#pending.get(call.attemptId) === call) {
       this.#pending.delete(call.attemptId);
       if (call.endpoint !== undefined)

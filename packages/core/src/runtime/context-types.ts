@@ -1,4 +1,5 @@
 import type { Env } from "../env/index.ts";
+import type { RetryPolicy } from "../policies/index.ts";
 import type { CallerInfo } from "../wire/index.ts";
 import type { Logger } from "./logger.ts";
 import type {
@@ -29,6 +30,12 @@ export interface CallOptions {
   readonly hashKey?: string;
   /** Weighted version routing, e.g. `{ 1: 95, 2: 5 }` for a 5 % canary of version 2. */
   readonly versions?: Readonly<Record<number, number>>;
+  /**
+   * Retries of this call (default: the node's `retry`; `false` for none). Each retry goes to
+   * another endpoint when there is one, only while the deadline allows, and only for an
+   * idempotent action or an error that says the request was not processed.
+   */
+  readonly retry?: RetryPolicy | false;
 }
 
 /** What every handler can use to reach the rest of the system. */

@@ -15,6 +15,7 @@ export {
 } from "./logger.ts";
 export {
   createNode,
+  type Decision,
   type KeelNode,
   type NodeOptions,
   type NodeState,
@@ -25,6 +26,7 @@ export type { Endpoint, NodeRecord, RegistryEvent, RegistryView } from "./regist
 export {
   type ActionConfig,
   type ActionDefinition,
+  type ActionLimits,
   type ActionName,
   type AnyAction,
   type AnyService,

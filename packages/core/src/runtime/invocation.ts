@@ -1,5 +1,6 @@
 import type { Env } from "../env/index.ts";
 import type { KeelError } from "../errors/index.ts";
+import type { AdaptivePermit, BulkheadPolicy } from "../policies/index.ts";
 import type { CallerInfo } from "../wire/index.ts";
 import type { CallOptions, Client, Context, EventContext } from "./context-types.ts";
 import type { Expiring } from "./deadlines.ts";
@@ -122,6 +123,9 @@ export class Invocation extends CallerBase implements Context, Expiring {
   upstream: Invocation | undefined;
   /** Undoes links to the caller's signal or parent scope. */
   unlink: (() => void) | undefined;
+  /** Server-side limits this request holds a slot of, given back when it finishes. */
+  bulkhead: BulkheadPolicy | undefined;
+  adaptivePermit: AdaptivePermit | undefined;
   /** Neighbours in the node's list of in-flight invocations. */
   prevServing: Invocation | undefined;
   nextServing: Invocation | undefined;

@@ -1,5 +1,12 @@
 import type { Env } from "../env/index.ts";
 import { KeelError } from "../errors/index.ts";
+import type {
+  AdaptiveLimitPolicy,
+  BulkheadPolicy,
+  CircuitBreakerOptions,
+  RateLimiter,
+  RetryPolicy,
+} from "../policies/index.ts";
 import type { Transport } from "../transport/index.ts";
 import { type Codec, type Envelope, encodeChecked } from "../wire/index.ts";
 import type { BalancerName } from "./context-types.ts";
@@ -27,12 +34,61 @@ export interface NodeStats {
   eventsDelivered: number;
 }
 
+/** The server-side limits of one action on this node, built from its `limits`. */
+export interface ActionGuards {
+  readonly bulkhead: BulkheadPolicy | undefined;
+  readonly adaptive: AdaptiveLimitPolicy | undefined;
+  readonly rate: RateLimiter | undefined;
+}
+
 /** A service this node hosts, indexed for dispatch. */
 export interface Hosted {
   readonly def: AnyService;
   readonly actions: ReadonlyMap<string, AnyAction>;
   readonly subscriptions: ReadonlyMap<string, Subscription>;
+  /** Actions with limits, by name. */
+  readonly guards: ReadonlyMap<string, ActionGuards>;
 }
+
+/** A resilience decision the runtime took, for logs, metrics and tests. */
+export type Decision =
+  | {
+      readonly kind: "retry";
+      readonly service: string;
+      readonly action: string;
+      readonly attempt: number;
+      readonly delayMs: number;
+      readonly code: string;
+    }
+  | {
+      readonly kind: "give-up";
+      readonly service: string;
+      readonly action: string;
+      readonly attempts: number;
+      readonly reason: string;
+      readonly code: string;
+    }
+  | {
+      readonly kind: "failover";
+      readonly service: string;
+      readonly action: string;
+      readonly from: string | undefined;
+      readonly to: string;
+    }
+  | {
+      readonly kind: "breaker";
+      readonly peer: string;
+      readonly service: string;
+      readonly from: string;
+      readonly to: string;
+    }
+  | {
+      readonly kind: "shed";
+      readonly service: string;
+      readonly action: string;
+      readonly code: "OVERLOADED" | "RATE_LIMITED";
+      readonly by: "concurrency" | "adaptive" | "rate";
+    };
 
 /**
  * What the parts of a node (serving, calls, discovery, events) share: its identity, its Env, its
@@ -51,6 +107,8 @@ export class NodeShared {
   readonly failureTimeoutMs: number;
   readonly defaultTimeoutMs: number;
   readonly balancer: BalancerName;
+  readonly retry: RetryPolicy | undefined;
+  readonly breaker: Omit<CircuitBreakerOptions, "env"> | undefined;
   readonly registry: Registry;
   readonly deadlines: DeadlineTracker;
   readonly hosted: ReadonlyMap<string, Hosted>;
@@ -59,6 +117,7 @@ export class NodeShared {
   /** The node's lifecycle state; the node updates it. */
   state: NodeState = "created";
   readonly #transport: Transport;
+  readonly #decisionListeners = new Set<(decision: Decision) => void>();
   #lastId = 0;
 
   constructor(init: {
@@ -84,11 +143,28 @@ export class NodeShared {
     this.failureTimeoutMs = init.settings.failureTimeoutMs;
     this.defaultTimeoutMs = init.settings.defaultTimeoutMs;
     this.balancer = init.settings.balancer;
+    this.retry = init.settings.retry;
+    this.breaker = init.settings.breaker;
     this.registry = init.registry;
     this.deadlines = init.deadlines;
     this.hosted = init.hosted;
     this.hooks = init.hooks;
     this.#transport = init.transport;
+  }
+
+  /** True when someone listens to decisions (so building one is worth it). */
+  get watched(): boolean {
+    return this.#decisionListeners.size > 0;
+  }
+
+  /** Reports a decision to the listeners. */
+  decide(decision: Decision): void {
+    for (const l of this.#decisionListeners) l(decision);
+  }
+
+  onDecision(listener: (decision: Decision) => void): () => void {
+    this.#decisionListeners.add(listener);
+    return () => this.#decisionListeners.delete(listener);
   }
 
   /** A new id, unique on this node. */
@@ -143,7 +219,11 @@ export function unavailable(message: string, details?: Record<string, unknown>):
   );
 }
 
-/** True when the error says the request never started on the server, so any action may go elsewhere. */
+/**
+ * True when the error says the request never started on the server (a draining node, a shed or
+ * rate-limited request), so any action may go elsewhere. Only the runtime sets the flag, and it
+ * strips it from what handlers throw.
+ */
 export function notProcessed(err: KeelError): boolean {
-  return err.code === "UNAVAILABLE" && err.details?.["notProcessed"] === true;
+  return err.details?.["notProcessed"] === true;
 }

@@ -1,5 +1,6 @@
 import { createRealEnv, type Env } from "../env/index.ts";
 import { isKeelError, KeelError } from "../errors/index.ts";
+import { adaptiveLimit, bulkhead, tokenBucket } from "../policies/index.ts";
 import type { InboundFrame, Transport } from "../transport/index.ts";
 import {
   type Codec,
@@ -17,6 +18,8 @@ import { Events } from "./events.ts";
 import type { Invocation, RuntimeHooks } from "./invocation.ts";
 import { createJsonLogger, type Logger } from "./logger.ts";
 import {
+  type ActionGuards,
+  type Decision,
   type Hosted,
   NodeShared,
   type NodeState,
@@ -37,7 +40,7 @@ import type {
   PayloadOf,
 } from "./service.ts";
 
-export type { NodeState, NodeStats } from "./node-shared.ts";
+export type { Decision, NodeState, NodeStats } from "./node-shared.ts";
 export type { NodeOptions } from "./options.ts";
 
 /** Options for `stop()`. */
@@ -63,6 +66,30 @@ export interface KeelNode extends Caller {
   onStateChange(listener: (state: NodeState) => void): () => void;
   /** Resolves once at least `count` ready endpoints of `service` are known. */
   waitForEndpoints(service: AnyService, count?: number, timeoutMs?: number): Promise<void>;
+  /** Listens to resilience decisions (retries, failovers, breaker transitions, shedding). */
+  onDecision(listener: (decision: Decision) => void): () => void;
+}
+
+/** Builds the server-side limits of a service's actions on one node (throws CONFIGURATION). */
+function guardsOf(def: AnyService, env: Env): Map<string, ActionGuards> {
+  const out = new Map<string, ActionGuards>();
+  for (const action of Object.values(def.actions)) {
+    const limits = action.limits;
+    if (limits === undefined) continue;
+    const c = limits.concurrency;
+    out.set(action.name, {
+      bulkhead:
+        c === undefined
+          ? undefined
+          : bulkhead({ env, maxConcurrent: c.maxConcurrent, maxQueue: c.maxQueue ?? 0 }),
+      adaptive:
+        limits.adaptive === undefined
+          ? undefined
+          : adaptiveLimit({ env, algorithm: limits.adaptive }),
+      rate: limits.rate === undefined ? undefined : tokenBucket({ env, ...limits.rate }),
+    });
+  }
+  return out;
 }
 
 /** At most one perr per peer per this many ms. */
@@ -124,6 +151,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
         def,
         actions: new Map(Object.entries(def.actions)),
         subscriptions: new Map(def.subscriptions.map((s) => [s.event.name, s])),
+        guards: guardsOf(def, this.env),
       });
     }
     const shared = new NodeShared({
@@ -158,6 +186,10 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   #setState(state: NodeState): void {
     this.#shared.state = state;
     for (const l of this.#stateListeners) l(state);
+  }
+
+  onDecision(listener: (decision: Decision) => void): () => void {
+    return this.#shared.onDecision(listener);
   }
 
   onStateChange(listener: (state: NodeState) => void): () => void {

@@ -1,5 +1,6 @@
 import type { Env } from "../env/index.ts";
 import { KeelError } from "../errors/index.ts";
+import { type CircuitBreakerOptions, circuitBreaker, type RetryPolicy } from "../policies/index.ts";
 import type { Transport } from "../transport/index.ts";
 import { type Codec, DEFAULT_MAX_FRAME_BYTES } from "../wire/index.ts";
 import { checkBalancerName } from "./balancer.ts";
@@ -33,6 +34,13 @@ export interface NodeOptions {
   readonly balancer?: BalancerName;
   /** Where the node logs (default: JSON lines on stderr at `warn`). */
   readonly logger?: Logger;
+  /** Default retries of this node's calls (a `retry(...)` policy, with its budget); none by default. */
+  readonly retry?: RetryPolicy;
+  /**
+   * A circuit breaker per remote endpoint this node calls, with these options (its Env is the
+   * node's); the balancer skips endpoints whose breaker is open. None by default.
+   */
+  readonly breaker?: Omit<CircuitBreakerOptions, "env">;
 }
 
 /** Node settings after defaults and checks. */
@@ -43,6 +51,8 @@ export interface NodeSettings {
   readonly graceMs: number;
   readonly defaultTimeoutMs: number;
   readonly balancer: BalancerName;
+  readonly retry: RetryPolicy | undefined;
+  readonly breaker: Omit<CircuitBreakerOptions, "env"> | undefined;
 }
 
 const DEFAULTS = {
@@ -101,6 +111,13 @@ export function resolveSettings(options: NodeOptions): NodeSettings {
     throw new KeelError("CONFIGURATION", "node option 'drainGraceMs' must be >= 0");
   const balancer = options.balancer ?? "p2c";
   checkBalancerName(balancer);
+  if (options.retry !== undefined && options.retry?.kind !== "retry") {
+    throw new KeelError("CONFIGURATION", "node option 'retry' must be a policy from retry()");
+  }
+  // Breakers are made per endpoint later: build one now so bad options fail at definition time.
+  if (options.breaker !== undefined && options.env !== undefined) {
+    circuitBreaker({ ...options.breaker, env: options.env });
+  }
   return {
     maxFrameBytes: positive("maxFrameBytes", options.maxFrameBytes, DEFAULTS.maxFrameBytes),
     heartbeatMs,
@@ -112,5 +129,7 @@ export function resolveSettings(options: NodeOptions): NodeSettings {
       DEFAULTS.defaultTimeoutMs,
     ),
     balancer,
+    retry: options.retry,
+    breaker: options.breaker,
   };
 }

@@ -123,7 +123,7 @@ export class Server {
     );
     this.#remote.set(`${f.from}\u0000${f.id}`, inv);
     this.#register(inv, now);
-    this.#serve(inv, action, f.p);
+    this.#admitThenServe(inv, hosted, action, f.p);
   }
 
   /** The caller gave up on request `id`: stop the handler, answer nobody. */
@@ -157,7 +157,7 @@ export class Server {
     inv.measure = measure;
     inv.callerSignal = options?.signal;
     inv.upstream = parent;
-    this.#serve(inv, action, input);
+    this.#admitThenServe(inv, hosted, action, input);
     if (inv.settled) return inv.ok ? Promise.resolve(inv.result) : Promise.reject(inv.result);
     return new Promise((resolve, reject) => {
       inv.resolveLocal = resolve;
@@ -184,7 +184,7 @@ export class Server {
     inv.upstream = parent;
     inv.resolveLocal = resolve;
     inv.rejectLocal = reject;
-    this.#serve(inv, action, input);
+    this.#admitThenServe(inv, hosted, action, input);
   }
 
   /** Called once when an invocation's deadline passes. */
@@ -218,6 +218,76 @@ export class Server {
       parent?.traceContext,
       undefined,
     );
+  }
+
+  /** Lets a request through the action's limits (if it has any), then serves it. */
+  #admitThenServe(inv: Invocation, hosted: Hosted, action: AnyAction, input: unknown): void {
+    const guards = hosted.guards.size === 0 ? undefined : hosted.guards.get(action.name);
+    if (guards === undefined) {
+      this.#serve(inv, action, input);
+      return;
+    }
+    if (guards.rate !== undefined) {
+      const waitMs = guards.rate.tryAcquire();
+      if (waitMs > 0) {
+        const err = new KeelError(
+          "RATE_LIMITED",
+          `${inv.service}.${inv.action} is over its rate limit`,
+          {
+            noStack: true,
+            details: { retryAfterMs: waitMs },
+          },
+        );
+        this.#finish(inv, false, this.#shed(inv, err, "rate"));
+        return;
+      }
+    }
+    if (guards.adaptive !== undefined) {
+      const permit = guards.adaptive.acquire();
+      if (isKeelError(permit)) {
+        this.#finish(inv, false, this.#shed(inv, permit, "adaptive"));
+        return;
+      }
+      inv.adaptivePermit = permit;
+    }
+    const b = guards.bulkhead;
+    if (b === undefined || b.tryAcquire()) {
+      inv.bulkhead = b;
+      this.#serve(inv, action, input);
+      return;
+    }
+    // Full: wait in the bulkhead's queue (bounded; a full queue sheds at once).
+    this.#register(inv, this.#n.env.clock.now());
+    b.acquire({ deadline: inv.deadline }).then(
+      () => {
+        if (inv.settled) {
+          b.release();
+          return;
+        }
+        inv.bulkhead = b;
+        this.#serve(inv, action, input);
+      },
+      (err: unknown) => {
+        const shed = isKeelError(err) && err.code === "OVERLOADED";
+        this.#finish(
+          inv,
+          false,
+          shed ? this.#shed(inv, err, "concurrency") : this.#asKeelError(err, inv),
+        );
+      },
+    );
+  }
+
+  /** A limit's refusal as the caller sees it: retryable, and not processed, so it may go elsewhere. */
+  #shed(inv: Invocation, err: KeelError, by: "concurrency" | "adaptive" | "rate"): KeelError {
+    const n = this.#n;
+    const code = err.code === "RATE_LIMITED" ? "RATE_LIMITED" : "OVERLOADED";
+    n.decide({ kind: "shed", service: inv.service, action: inv.action, code, by });
+    return new KeelError(code, err.message, {
+      noStack: true,
+      retryable: true,
+      details: { ...err.details, node: n.id, notProcessed: true },
+    });
   }
 
   #serve(inv: Invocation, action: AnyAction, input: unknown): void {
@@ -397,6 +467,22 @@ export class Server {
     if (inv.settled) return;
     inv.settled = true;
     if (inv.registered) this.#unregister(inv);
+    if (inv.bulkhead !== undefined) {
+      inv.bulkhead.release();
+      inv.bulkhead = undefined;
+    }
+    if (inv.adaptivePermit !== undefined) {
+      // Timeouts and sheds downstream are the signs of overload the limit learns from.
+      const code = ok ? undefined : (value as KeelError).code;
+      inv.adaptivePermit.release(
+        ok
+          ? "success"
+          : code === "DEADLINE_EXCEEDED" || code === "OVERLOADED"
+            ? "dropped"
+            : "ignore",
+      );
+      inv.adaptivePermit = undefined;
+    }
     if (inv.replyTo === undefined) {
       if (inv.rejectLocal === undefined) {
         // Settled before any promise was made: the caller picks the outcome up synchronously.

@@ -1,4 +1,5 @@
 import { KeelError } from "../errors/index.ts";
+import type { AdaptiveAlgorithm } from "../policies/index.ts";
 import { isStandardSchema, type StandardSchemaV1 } from "../schema/index.ts";
 import type { Context, EventContext } from "./context-types.ts";
 
@@ -17,8 +18,23 @@ export interface ActionConfig<I extends StandardSchemaV1, O extends StandardSche
   readonly timeoutMs?: number;
   /** One line for humans and tooling. */
   readonly description?: string;
+  /**
+   * Server-side protection, per node: what is over a limit is shed at once with a retryable,
+   * not-processed OVERLOADED or RATE_LIMITED, so callers go to another replica.
+   */
+  readonly limits?: ActionLimits;
   /** The implementation. */
   handler(input: Out<I>, ctx: Context): Promise<In<O>> | In<O>;
+}
+
+/** Server-side limits of one action on one node. */
+export interface ActionLimits {
+  /** A bulkhead: at most `maxConcurrent` running, `maxQueue` waiting (default 0). */
+  readonly concurrency?: { readonly maxConcurrent: number; readonly maxQueue?: number };
+  /** An adaptive concurrency limit (AIMD or gradient) that sheds instead of queueing. */
+  readonly adaptive?: AdaptiveAlgorithm;
+  /** A token bucket: `ratePerSecond` sustained, `burst` at once. */
+  readonly rate?: { readonly ratePerSecond: number; readonly burst: number };
 }
 
 /** An action as stored in a service definition. */

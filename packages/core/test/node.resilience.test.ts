@@ -5,6 +5,7 @@ import {
   type Decision,
   defineService,
   hasCode,
+  hedge,
   KeelError,
   retry,
   retryBudget,
@@ -257,5 +258,60 @@ describe("server-side limits", () => {
       () => c.add("n", [bad]),
       (e) => hasCode(e, "CONFIGURATION"),
     );
+  });
+});
+
+describe("hedging", () => {
+  it("sends a second attempt elsewhere when the first is slow, and cancels the loser", async () => {
+    await using c = cluster(9);
+    const cancelled: string[] = [];
+    const svc = defineService("lookup").action("get", {
+      input: z.null(),
+      output: z.string(),
+      idempotent: true,
+      handler: async (_, ctx) => {
+        ctx.signal.addEventListener("abort", () => cancelled.push(ctx.node));
+        await ctx.env.timers.sleep(ctx.node === "slow" ? 200 : 10, ctx.signal);
+        return ctx.node;
+      },
+    });
+    c.add("slow", [svc]);
+    c.add("fast", [svc]);
+    const caller = c.add("caller");
+    const decisions: Decision[] = [];
+    caller.onDecision((d) => decisions.push(d));
+    await c.start();
+    const policy = hedge({ env: c.env, delayMs: 20, maxHedges: 1 });
+    // Find a key that lands on the slow replica first.
+    let hashKey = "";
+    for (let i = 0; i < 50 && hashKey === ""; i++) {
+      const probe = capture(
+        caller.call(svc, "get", null, { balancer: "consistent-hash", hashKey: `k${i}` }),
+      );
+      await c.env.advance(250);
+      if (probe.value === "slow") hashKey = `k${i}`;
+    }
+    cancelled.length = 0;
+    const t0 = c.env.clock.now();
+    const out = capture(
+      caller.call(svc, "get", null, { balancer: "consistent-hash", hashKey, hedge: policy }),
+    );
+    let doneAt = 0;
+    while (!out.done && c.env.clock.now() - t0 < 500) {
+      await c.env.advance(1);
+      if (out.done) doneAt = c.env.clock.now() - t0;
+    }
+    assert.equal(out.value, "fast");
+    assert.ok(
+      doneAt >= 30 && doneAt < 40,
+      `answered after ${doneAt} ms, not the slow replica's 200`,
+    );
+    await c.env.advance(5);
+    assert.deepEqual(cancelled, ["slow"], "the slow attempt was cancelled");
+    assert.deepEqual(
+      decisions.filter((d) => d.kind === "hedge").map((d) => (d.kind === "hedge" ? d.attempt : -1)),
+      [1],
+    );
+    policy.dispose();
   });
 });

@@ -5,6 +5,7 @@ import {
   type CallOutcome,
   type CircuitBreaker,
   circuitBreaker,
+  type HedgePolicy,
   type RetryPolicy,
 } from "../policies/index.ts";
 import {
@@ -22,6 +23,11 @@ import { type Endpoint, type NodeDownReason, Registry } from "./registry.ts";
 import { cancelled, deadlineExceeded, type Scope } from "./scope.ts";
 import type { Server } from "./server.ts";
 import type { AnyService } from "./service.ts";
+
+/** Routing constraints of one attempt of a hedged call: nodes other attempts already use. */
+interface Route {
+  readonly exclude: Set<string>;
+}
 
 /** What a client call is about; fixed for its lifetime. */
 interface CallSpec {
@@ -116,6 +122,91 @@ export class Calls {
     options: CallOptions | undefined,
     parent: Invocation | undefined,
   ): Promise<unknown> {
+    const hedge = options?.hedge;
+    if (hedge !== undefined && service.actions[actionName]?.idempotent === true) {
+      return this.#hedged(service, actionName, input, options!, parent, hedge);
+    }
+    return this.#invoke(service, actionName, input, options, parent, undefined);
+  }
+
+  /**
+   * Runs a hedged call: attempt 0 at once, then another attempt (to an endpoint no attempt has
+   * used) each time the policy's delay passes with no answer, up to `maxHedges`. The first
+   * success wins and the others are cancelled; when every started attempt has failed, the call
+   * fails with the last error.
+   */
+  #hedged(
+    service: AnyService,
+    actionName: string,
+    input: unknown,
+    options: CallOptions,
+    parent: Invocation | undefined,
+    policy: HedgePolicy,
+  ): Promise<unknown> {
+    const n = this.#n;
+    const { hedge: _, signal: callerSignal, ...rest } = options;
+    const route: Route = { exclude: new Set<string>() };
+    const t0 = n.env.clock.now();
+    return new Promise((resolve, reject) => {
+      const controllers: AbortController[] = [];
+      let done = false;
+      let running = 0;
+      let timer: TimerHandle | undefined;
+      const finish = () => {
+        done = true;
+        if (timer !== undefined) n.env.timers.clearTimeout(timer);
+        for (const c of controllers) c.abort(cancelled("another hedged attempt answered first"));
+      };
+      const launch = (attempt: number) => {
+        const ac = new AbortController();
+        controllers.push(ac);
+        const signal =
+          callerSignal === undefined ? ac.signal : AbortSignal.any([callerSignal, ac.signal]);
+        running++;
+        this.#invoke(service, actionName, input, { ...rest, signal }, parent, route).then(
+          (value) => {
+            if (done) return;
+            policy.recordLatency(n.env.clock.now() - t0);
+            finish();
+            resolve(value);
+          },
+          (err: unknown) => {
+            running--;
+            if (done || running > 0) return;
+            finish();
+            reject(err);
+          },
+        );
+        if (attempt >= policy.maxHedges) return;
+        const delay = policy.delay();
+        if (!Number.isFinite(delay)) return;
+        timer = n.env.timers.setTimeout(() => {
+          timer = undefined;
+          if (done) return;
+          if (n.watched) {
+            n.decide({
+              kind: "hedge",
+              service: service.key,
+              action: actionName,
+              attempt: attempt + 1,
+              afterMs: n.env.clock.now() - t0,
+            });
+          }
+          launch(attempt + 1);
+        }, delay);
+      };
+      launch(0);
+    });
+  }
+
+  #invoke(
+    service: AnyService,
+    actionName: string,
+    input: unknown,
+    options: CallOptions | undefined,
+    parent: Invocation | undefined,
+    route: Route | undefined,
+  ): Promise<unknown> {
     const n = this.#n;
     const state = n.state;
     if (state !== "ready" && state !== "draining") {
@@ -168,7 +259,8 @@ export class Calls {
       if (v !== undefined) key = `${service.name}@${v}`;
     }
     const endpoints = n.registry.endpointsByKey(key);
-    const ep = this.#pick(key, endpoints, options, undefined);
+    const ep = this.#pick(key, endpoints, options, route?.exclude);
+    if (ep !== undefined) route?.exclude.add(ep.node);
     if (ep === undefined) {
       return Promise.reject(
         unavailable(`no endpoint for ${key}`, { service: key, notProcessed: true }),
@@ -212,6 +304,7 @@ export class Calls {
         reject,
         onExpire: (c) => this.#onExpired(c),
       });
+      if (route !== undefined) call.tried = route.exclude;
       n.deadlines.add(call);
       if (signal !== undefined || parent !== undefined) this.#linkCancel(call, signal, parent);
       this.#send(call, ep);
@@ -400,6 +493,7 @@ export class Calls {
 
   /** Sends the next attempt to `ep`, or lets this node take the call over when `ep` is local. */
   #dispatch(call: ClientCall, ep: Endpoint): void {
+    call.tried?.add(ep.node); // shared with a hedged call's other attempts: they go elsewhere
     if (!ep.local) {
       this.#send(call, ep);
       return;

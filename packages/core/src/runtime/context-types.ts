@@ -1,5 +1,5 @@
 import type { Env } from "../env/index.ts";
-import type { RetryPolicy } from "../policies/index.ts";
+import type { HedgePolicy, RetryPolicy } from "../policies/index.ts";
 import type { CallerInfo } from "../wire/index.ts";
 import type { Logger } from "./logger.ts";
 import type {
@@ -36,6 +36,12 @@ export interface CallOptions {
    * idempotent action or an error that says the request was not processed.
    */
   readonly retry?: RetryPolicy | false;
+  /**
+   * Hedging for an idempotent action: when the call is still running after the policy's delay
+   * (fixed, or a latency percentile), a parallel attempt goes to another endpoint, up to
+   * `maxHedges`; the first success wins and the others are cancelled.
+   */
+  readonly hedge?: HedgePolicy;
 }
 
 /** What every handler can use to reach the rest of the system. */

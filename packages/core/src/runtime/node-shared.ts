@@ -76,6 +76,13 @@ export type Decision =
       readonly to: string;
     }
   | {
+      readonly kind: "hedge";
+      readonly service: string;
+      readonly action: string;
+      readonly attempt: number;
+      readonly afterMs: number;
+    }
+  | {
       readonly kind: "breaker";
       readonly peer: string;
       readonly service: string;

@@ -25,6 +25,11 @@ const BENCHMARKS: Readonly<Record<string, Benchmark>> = {
     description: "simulation: linearizability checker on the Jepsen etcd corpus (68 histories)",
     load: () => import("./sim.ts"),
   },
+  policies: {
+    description:
+      "retry + circuit breaker + timeout per call: keel pipeline vs cockatiel, opossum, Moleculer, hand-written floor",
+    load: () => import("./policies.ts"),
+  },
 };
 
 const DEFAULTS = {

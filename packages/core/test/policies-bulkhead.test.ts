@@ -113,3 +113,20 @@ describe("bulkhead", () => {
     assert.equal(fine.value, 0);
   });
 });
+
+describe("bulkhead release", () => {
+  it("ignores a release when no slot is held, so a double release cannot over-admit", async () => {
+    const env = createVirtualEnv();
+    const b = bulkhead({ env, maxConcurrent: 1, maxQueue: 1 });
+    assert.equal(b.tryAcquire(), true);
+    b.release();
+    b.release(); // extra
+    assert.equal(b.tryAcquire(), true);
+    let waiterRan = false;
+    void b.acquire().then(() => {
+      waiterRan = true;
+    });
+    await env.flush();
+    assert.equal(waiterRan, false, "the one slot is held: the waiter waits");
+  });
+});

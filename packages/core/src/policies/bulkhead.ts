@@ -178,6 +178,8 @@ class Bulkhead implements BulkheadPolicy {
   }
 
   release(): void {
+    // A release without a slot held (a double release) must not hand a slot to a waiter.
+    if (this.#active === 0) return;
     const waiter = this.#head;
     if (waiter === undefined) {
       if (this.#active > 0) this.#active--;

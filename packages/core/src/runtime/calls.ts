@@ -115,20 +115,6 @@ export class Calls {
     return Object.freeze(out) as Client<S>;
   }
 
-  invoke(
-    service: AnyService,
-    actionName: string,
-    input: unknown,
-    options: CallOptions | undefined,
-    parent: Invocation | undefined,
-  ): Promise<unknown> {
-    const hedge = options?.hedge;
-    if (hedge !== undefined && service.actions[actionName]?.idempotent === true) {
-      return this.#hedged(service, actionName, input, options!, parent, hedge);
-    }
-    return this.#invoke(service, actionName, input, options, parent, undefined);
-  }
-
   /**
    * Runs a hedged call: attempt 0 at once, then another attempt (to an endpoint no attempt has
    * used) each time the policy's delay passes with no answer, up to `maxHedges`. The first
@@ -163,7 +149,7 @@ export class Calls {
         const signal =
           callerSignal === undefined ? ac.signal : AbortSignal.any([callerSignal, ac.signal]);
         running++;
-        this.#invoke(service, actionName, input, { ...rest, signal }, parent, route).then(
+        this.invoke(service, actionName, input, { ...rest, signal }, parent, route).then(
           (value) => {
             if (done) return;
             policy.recordLatency(n.env.clock.now() - t0);
@@ -199,13 +185,14 @@ export class Calls {
     });
   }
 
-  #invoke(
+  /** Makes a call; `route` is set for the attempts of a hedged call. */
+  invoke(
     service: AnyService,
     actionName: string,
     input: unknown,
     options: CallOptions | undefined,
     parent: Invocation | undefined,
-    route: Route | undefined,
+    route?: Route,
   ): Promise<unknown> {
     const n = this.#n;
     const state = n.state;
@@ -216,6 +203,9 @@ export class Calls {
     }
     n.stats.callsStarted++;
     const action = service.actions[actionName];
+    if (options?.hedge !== undefined && route === undefined && action?.idempotent === true) {
+      return this.#hedged(service, actionName, input, options, parent, options.hedge);
+    }
     if (action === undefined) {
       return Promise.reject(
         new KeelError("NOT_FOUND", `${service.key} has no action '${actionName}'`),

@@ -157,7 +157,8 @@ export class Server {
     inv.measure = measure;
     inv.callerSignal = options?.signal;
     inv.upstream = parent;
-    this.#admitThenServe(inv, hosted, action, input);
+    if (hosted.guards.size === 0) this.#serve(inv, action, input);
+    else this.#admitThenServe(inv, hosted, action, input);
     if (inv.settled) return inv.ok ? Promise.resolve(inv.result) : Promise.reject(inv.result);
     return new Promise((resolve, reject) => {
       inv.resolveLocal = resolve;

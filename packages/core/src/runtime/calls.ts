@@ -8,6 +8,7 @@ import {
   type HedgePolicy,
   type RetryPolicy,
 } from "../policies/index.ts";
+import type { Scheduled } from "../policies/timer-queue.ts";
 import {
   encodeChecked,
   type RequestFrame,
@@ -16,7 +17,6 @@ import {
 } from "../wire/index.ts";
 import { type BalancerState, checkRouting, pick, pickVersion } from "./balancer.ts";
 import type { CallOptions, Client } from "./context-types.ts";
-import type { Expiring } from "./deadlines.ts";
 import type { Invocation } from "./invocation.ts";
 import { type NodeShared, notProcessed, unavailable } from "./node-shared.ts";
 import { type Endpoint, type NodeDownReason, Registry } from "./registry.ts";
@@ -46,8 +46,8 @@ interface CallSpec {
 }
 
 /** A call to a remote endpoint (and its failovers), tracked until it settles. */
-class ClientCall implements Expiring {
-  heapIndex = -1;
+class ClientCall implements Scheduled {
+  slot = -1;
   settled = false;
   attemptId = "";
   endpoint: Endpoint | undefined;
@@ -69,7 +69,12 @@ class ClientCall implements Expiring {
     this.deadline = spec.deadline;
   }
 
-  expire(): void {
+  /** The deadline, as the deadline queue reads it. */
+  get at(): number {
+    return this.deadline;
+  }
+
+  fire(): void {
     this.spec.onExpire(this);
   }
 }

@@ -1,9 +1,9 @@
 import type { Env } from "../env/index.ts";
 import type { KeelError } from "../errors/index.ts";
 import type { AdaptivePermit, BulkheadPolicy } from "../policies/index.ts";
+import type { Scheduled } from "../policies/timer-queue.ts";
 import type { CallerInfo } from "../wire/index.ts";
 import type { CallOptions, Client, Context, EventContext } from "./context-types.ts";
-import type { Expiring } from "./deadlines.ts";
 import type { Logger } from "./logger.ts";
 import type { Endpoint } from "./registry.ts";
 import { Scope } from "./scope.ts";
@@ -101,8 +101,9 @@ abstract class CallerBase extends Scope {
  * in one object, so the hot path allocates little. A local call that completes synchronously
  * never reads the clock, never gets a request id string and is never registered anywhere.
  */
-export class Invocation extends CallerBase implements Context, Expiring {
-  heapIndex = -1;
+export class Invocation extends CallerBase implements Context, Scheduled {
+  /** Position in the node's deadline queue; -1 when not queued. */
+  slot = -1;
   /** True once the outcome was delivered (reply sent, local promise settled, or stored below). */
   settled = false;
   /** Registered as in flight: tracked for drain, deadline, cancellation and balancer stats. */
@@ -201,7 +202,12 @@ export class Invocation extends CallerBase implements Context, Expiring {
     return Math.max(0, this.deadline - this.#rt.env.clock.now());
   }
 
-  expire(): void {
+  /** The deadline, as the deadline queue reads it. */
+  get at(): number {
+    return this.deadline;
+  }
+
+  fire(): void {
     this.#rt.expired(this);
   }
 }

@@ -7,10 +7,10 @@ import type {
   RateLimiter,
   RetryPolicy,
 } from "../policies/index.ts";
+import type { TimerQueue } from "../policies/timer-queue.ts";
 import type { Transport } from "../transport/index.ts";
 import { type Codec, type Envelope, encodeChecked } from "../wire/index.ts";
 import type { BalancerName } from "./context-types.ts";
-import type { DeadlineTracker } from "./deadlines.ts";
 import type { RuntimeHooks } from "./invocation.ts";
 import type { Logger } from "./logger.ts";
 import type { NodeSettings } from "./options.ts";
@@ -117,7 +117,7 @@ export class NodeShared {
   readonly retry: RetryPolicy | undefined;
   readonly breaker: Omit<CircuitBreakerOptions, "env"> | undefined;
   readonly registry: Registry;
-  readonly deadlines: DeadlineTracker;
+  readonly deadlines: TimerQueue;
   readonly hosted: ReadonlyMap<string, Hosted>;
   /** The node itself, as handler contexts see it. */
   readonly hooks: RuntimeHooks;
@@ -135,7 +135,7 @@ export class NodeShared {
     codec: Codec;
     settings: NodeSettings;
     registry: Registry;
-    deadlines: DeadlineTracker;
+    deadlines: TimerQueue;
     hosted: ReadonlyMap<string, Hosted>;
     hooks: RuntimeHooks;
     transport: Transport;

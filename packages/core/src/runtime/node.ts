@@ -1,6 +1,7 @@
 import { createRealEnv, type Env } from "../env/index.ts";
 import { isKeelError, KeelError } from "../errors/index.ts";
 import { adaptiveLimit, bulkhead, tokenBucket } from "../policies/index.ts";
+import { TimerQueue } from "../policies/timer-queue.ts";
 import type { InboundFrame, Transport } from "../transport/index.ts";
 import {
   type Codec,
@@ -12,7 +13,6 @@ import {
 } from "../wire/index.ts";
 import { Calls } from "./calls.ts";
 import type { Caller, CallOptions, Client } from "./context-types.ts";
-import { DeadlineTracker } from "./deadlines.ts";
 import { Discovery } from "./discovery.ts";
 import { Events } from "./events.ts";
 import type { Invocation, RuntimeHooks } from "./invocation.ts";
@@ -115,7 +115,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   readonly #transport: Transport;
   readonly #codec: Codec;
   readonly #registry = new Registry();
-  readonly #deadlines: DeadlineTracker;
+  readonly #deadlines: TimerQueue;
   readonly #server: Server;
   readonly #calls: Calls;
   readonly #discovery: Discovery;
@@ -136,7 +136,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     });
     this.#transport = options.transport;
     this.#codec = options.codec ?? jsonCodec;
-    this.#deadlines = new DeadlineTracker(this.env);
+    this.#deadlines = new TimerQueue(this.env);
     const hosted = new Map<string, Hosted>();
     for (const def of options.services ?? []) {
       if (def?.kind !== "service") {

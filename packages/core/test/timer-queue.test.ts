@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import { createVirtualEnv, type Env, type VirtualEnv } from "../src/index.ts";
-import { DeadlineTracker, type Expiring } from "../src/runtime/deadlines.ts";
+import { type Scheduled, TimerQueue } from "../src/policies/timer-queue.ts";
 
-interface Item extends Expiring {
+interface Item extends Scheduled {
   readonly name: string;
   expiredAt: number[];
 }
@@ -12,10 +12,10 @@ interface Item extends Expiring {
 function item(name: string, deadline: number, clock: { now(): number }): Item {
   const self: Item = {
     name,
-    deadline,
-    heapIndex: -1,
+    at: deadline,
+    slot: -1,
     expiredAt: [],
-    expire() {
+    fire() {
       self.expiredAt.push(clock.now());
     },
   };
@@ -48,17 +48,17 @@ function countingEnv(inner: VirtualEnv): {
   return { env, created: () => created, cleared: () => cleared };
 }
 
-describe("DeadlineTracker", () => {
+describe("TimerQueue", () => {
   it("expires items in deadline order, each at its deadline", async () => {
     const venv = createVirtualEnv();
-    const tracker = new DeadlineTracker(venv);
+    const tracker = new TimerQueue(venv);
     const order: string[] = [];
     const items = [50, 10, 30, 20, 40, 30].map((d, i) => {
       const x = item(`i${i}@${d}`, d, venv.clock);
-      const expire = x.expire;
-      x.expire = () => {
+      const fire = x.fire;
+      x.fire = () => {
         order.push(x.name);
-        expire();
+        fire();
       };
       return x;
     });
@@ -72,14 +72,14 @@ describe("DeadlineTracker", () => {
     assert.deepEqual(order.slice(0, 2), ["i1@10", "i3@20"]);
     assert.deepEqual(new Set(order.slice(2, 4)), new Set(["i2@30", "i5@30"]));
     assert.deepEqual(order.slice(4), ["i4@40", "i0@50"]);
-    for (const x of items) assert.deepEqual(x.expiredAt, [x.deadline], x.name);
+    for (const x of items) assert.deepEqual(x.expiredAt, [x.at], x.name);
     assert.equal(tracker.size, 0);
-    for (const x of items) assert.equal(x.heapIndex, -1);
+    for (const x of items) assert.equal(x.slot, -1);
   });
 
   it("expires an item added with a deadline already passed on the next turn", async () => {
     const venv = createVirtualEnv();
-    const tracker = new DeadlineTracker(venv);
+    const tracker = new TimerQueue(venv);
     await venv.advance(100);
     const late = item("late", 40, venv.clock);
     tracker.add(late);
@@ -89,7 +89,7 @@ describe("DeadlineTracker", () => {
 
   it("never expires removed items, including the one the timer is armed for", async () => {
     const venv = createVirtualEnv();
-    const tracker = new DeadlineTracker(venv);
+    const tracker = new TimerQueue(venv);
     const items = [10, 20, 30, 40, 50].map((d) => item(`@${d}`, d, venv.clock));
     for (const x of items) tracker.add(x);
     tracker.remove(items[0]!); // the earliest: the armed timer's target
@@ -107,11 +107,11 @@ describe("DeadlineTracker", () => {
 
   it("an item removed and added again expires once, at its new deadline", async () => {
     const venv = createVirtualEnv();
-    const tracker = new DeadlineTracker(venv);
+    const tracker = new TimerQueue(venv);
     const x = item("x", 10, venv.clock);
     tracker.add(x);
     tracker.remove(x);
-    x.deadline = 25;
+    x.at = 25;
     tracker.add(x);
     await venv.runAll();
     assert.deepEqual(x.expiredAt, [25]);
@@ -120,7 +120,7 @@ describe("DeadlineTracker", () => {
   it("uses one env timer for many items with increasing deadlines", async () => {
     const venv = createVirtualEnv();
     const { env, created } = countingEnv(venv);
-    const tracker = new DeadlineTracker(env);
+    const tracker = new TimerQueue(env);
     const items = Array.from({ length: 1_000 }, (_, i) => item(`${i}`, 1_000 + i, venv.clock));
     for (const x of items) tracker.add(x);
     assert.equal(created(), 1, "one timer armed for the earliest deadline");
@@ -128,25 +128,25 @@ describe("DeadlineTracker", () => {
     await venv.runAll();
     // Re-armed once per distinct deadline as they pass, never once per item added.
     assert.ok(created() <= 1_001, `created ${created()} timers`);
-    for (const x of items) assert.deepEqual(x.expiredAt, [x.deadline]);
+    for (const x of items) assert.deepEqual(x.expiredAt, [x.at]);
   });
 
   it("needs one timer per distinct deadline when many items share deadlines", async () => {
     const venv = createVirtualEnv();
     const { env, created } = countingEnv(venv);
-    const tracker = new DeadlineTracker(env);
+    const tracker = new TimerQueue(env);
     const items = Array.from({ length: 1_000 }, (_, i) =>
       item(`${i}`, 100 * (1 + (i % 10)), venv.clock),
     );
     for (const x of items) tracker.add(x);
     await venv.runAll();
     assert.ok(created() <= 10, `created ${created()} timers for 10 distinct deadlines`);
-    for (const x of items) assert.deepEqual(x.expiredAt, [x.deadline]);
+    for (const x of items) assert.deepEqual(x.expiredAt, [x.at]);
   });
 
   it("keeps at most one live env timer even when deadlines decrease", async () => {
     const venv = createVirtualEnv();
-    const tracker = new DeadlineTracker(venv);
+    const tracker = new TimerQueue(venv);
     const items: Item[] = [];
     for (let d = 500; d > 0; d -= 5) {
       const x = item(`${d}`, d, venv.clock);
@@ -156,13 +156,13 @@ describe("DeadlineTracker", () => {
     }
     assert.equal(venv.nextTimerAt(), 5);
     await venv.runAll();
-    for (const x of items) assert.deepEqual(x.expiredAt, [x.deadline]);
+    for (const x of items) assert.deepEqual(x.expiredAt, [x.at]);
     assert.equal(venv.pendingTimers, 0);
   });
 
   it("dispose cancels the timer and keeps the items", async () => {
     const venv = createVirtualEnv();
-    const tracker = new DeadlineTracker(venv);
+    const tracker = new TimerQueue(venv);
     const x = item("x", 10, venv.clock);
     tracker.add(x);
     tracker.dispose();
@@ -194,7 +194,7 @@ describe("DeadlineTracker", () => {
     await fc.assert(
       fc.asyncProperty(fc.array(op, { maxLength: 80 }), async (ops) => {
         const venv = createVirtualEnv();
-        const tracker = new DeadlineTracker(venv);
+        const tracker = new TimerQueue(venv);
         const added: Array<{ x: Item; addedAt: number; removedAt: number | undefined }> = [];
         for (const o of ops) {
           if (o.kind === "add") {
@@ -213,7 +213,7 @@ describe("DeadlineTracker", () => {
         await venv.runAll();
         assert.equal(tracker.size, 0);
         for (const { x, addedAt, removedAt } of added) {
-          const due = Math.max(x.deadline, addedAt);
+          const due = Math.max(x.at, addedAt);
           // Removed at the very moment it fell due, before its timer ran: either outcome is right.
           const removedFirst =
             removedAt !== undefined &&
@@ -230,7 +230,7 @@ describe("DeadlineTracker", () => {
               1,
               `item ${x.name} expired ${x.expiredAt.length} times`,
             );
-            assert.ok(x.expiredAt[0]! >= x.deadline, `item ${x.name} expired early`);
+            assert.ok(x.expiredAt[0]! >= x.at, `item ${x.name} expired early`);
             assert.equal(x.expiredAt[0], due, `item ${x.name} expired late`);
           }
         }

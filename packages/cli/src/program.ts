@@ -1,0 +1,141 @@
+import { readFileSync } from "node:fs";
+import { Command, CommanderError, InvalidArgumentError, Option } from "@commander-js/extra-typings";
+import { call } from "./call.ts";
+import { start } from "./start.ts";
+import { EXIT, parsePort, parsePositiveInt, UsageError } from "./usage.ts";
+
+const DEFAULT_NATS = "nats://127.0.0.1:4222";
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version?: unknown;
+  };
+  return typeof pkg.version === "string" ? pkg.version : "0.0.0";
+}
+
+/** Wraps a parser so its UsageError becomes commander's invalid-argument error (then exit 2). */
+function arg<T>(parse: (value: string, option: string) => T, option: string) {
+  return (value: string): T => {
+    try {
+      return parse(value, option);
+    } catch (err) {
+      if (err instanceof UsageError) throw new InvalidArgumentError(err.message);
+      throw err;
+    }
+  };
+}
+
+const natsOption = () =>
+  new Option("--nats <url>", "NATS server URL(s), comma-separated")
+    .env("KEEL_NATS_URL")
+    .default(DEFAULT_NATS);
+const clusterOption = () =>
+  new Option("--cluster <prefix>", "subject prefix of the cluster (default: keel)").env(
+    "KEEL_CLUSTER",
+  );
+const codecOption = () =>
+  new Option("--codec <codec>", "wire codec; every node of a cluster must use the same")
+    .choices(["msgpack", "json"] as const)
+    .default("msgpack" as const);
+
+/** Builds the `keel` command. Actions resolve to an exit code through `onExit`. */
+export function buildProgram(onExit: (code: number) => void) {
+  const program = new Command()
+    .name("keel")
+    .description("Keel: start nodes that host services, and call their actions over NATS")
+    .version(packageVersion(), "-V, --version", "print the version")
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride();
+
+  program
+    .command("start")
+    .description("host the services a module exports on a node over NATS, until SIGTERM/SIGINT")
+    .argument("<module>", "module exporting service definitions (or a 'services' array)")
+    .addOption(natsOption())
+    .addOption(new Option("--id <id>", "node id (default: <hostname>-<pid>)").env("KEEL_NODE_ID"))
+    .addOption(clusterOption())
+    .addOption(codecOption())
+    .addOption(
+      new Option("--admin-port <port>", "serve /health/live and /health/ready on 127.0.0.1:<port>")
+        .env("KEEL_ADMIN_PORT")
+        .argParser(arg(parsePort, "--admin-port")),
+    )
+    .addOption(
+      new Option(
+        "--grace-ms <ms>",
+        "how long draining waits for in-flight requests (default 5000)",
+      ).argParser(arg(parsePositiveInt, "--grace-ms")),
+    )
+    .option("--json", "log JSON lines instead of text", false)
+    .exitOverride()
+    .action(async (module, o) => {
+      onExit(
+        await start(module, {
+          nats: o.nats,
+          codec: o.codec,
+          json: o.json,
+          ...(o.id === undefined ? {} : { id: o.id }),
+          ...(o.cluster === undefined ? {} : { cluster: o.cluster }),
+          ...(o.adminPort === undefined ? {} : { adminPort: o.adminPort }),
+          ...(o.graceMs === undefined ? {} : { graceMs: o.graceMs }),
+        }),
+      );
+    });
+
+  program
+    .command("call")
+    .description("call an action once, as a short-lived client node, and print the result")
+    .argument("<target>", "<service>.<action>, e.g. orders.place")
+    .argument("[input]", "the input as JSON (default {})")
+    .addOption(natsOption())
+    .addOption(clusterOption())
+    .addOption(codecOption())
+    .addOption(
+      new Option("--timeout <ms>", "time to find an endpoint and get the answer")
+        .default(10_000)
+        .argParser(arg(parsePositiveInt, "--timeout")),
+    )
+    .addOption(
+      new Option("--version <n>", "service version")
+        .default(1)
+        .argParser(arg(parsePositiveInt, "--version")),
+    )
+    .option("--json", 'print one JSON line (errors as {"error":{...}})', false)
+    .exitOverride()
+    .action(async (target, input, o) => {
+      onExit(
+        await call(target, input, {
+          nats: o.nats,
+          codec: o.codec,
+          timeout: o.timeout,
+          version: o.version,
+          json: o.json,
+          ...(o.cluster === undefined ? {} : { cluster: o.cluster }),
+        }),
+      );
+    });
+
+  return program;
+}
+
+/** Runs the CLI on `argv` (as `process.argv`) and returns the exit code. */
+export async function run(argv: readonly string[]): Promise<number> {
+  let code: number = EXIT.ok;
+  const program = buildProgram((c) => {
+    code = c;
+  });
+  try {
+    await program.parseAsync([...argv]);
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    if (err instanceof UsageError) {
+      process.stderr.write(`keel: ${err.message}\n(run with --help for usage)\n`);
+      return EXIT.usage;
+    }
+    process.stderr.write(
+      `keel: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
+    return EXIT.failed;
+  }
+}

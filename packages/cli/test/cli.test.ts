@@ -1,0 +1,223 @@
+/**
+ * The `keel` command end to end: a node started with `keel start` on a private nats-server, called
+ * with `keel call`, drained with SIGTERM. Every child process is bounded in time and killed in `after`.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import type * as NatsServerModule from "../../nats/test/nats-server.ts";
+
+// The helper lives in another tsc project, whose import path tsc cannot rewrite: load it by URL.
+const { startNatsServer } = (await import(
+  new URL("../../nats/test/nats-server.ts", import.meta.url).href
+)) as typeof NatsServerModule;
+type NatsServer = NatsServerModule.NatsServer;
+
+const MAIN = fileURLToPath(new URL("../src/main.ts", import.meta.url));
+const GREETER = fileURLToPath(new URL("./fixtures/greeter.ts", import.meta.url));
+const EMPTY = fileURLToPath(new URL("./fixtures/empty.ts", import.meta.url));
+
+interface Result {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+const children = new Set<ChildProcess>();
+// The children see no KEEL_* settings of the shell running the tests.
+const cleanEnv = Object.fromEntries(
+  Object.entries(process.env).filter(([key]) => !key.startsWith("KEEL_")),
+);
+
+/** Spawns `keel <args>` on this Node; the child is killed if it outlives `timeoutMs`. */
+function spawnCli(args: readonly string[], timeoutMs = 15_000) {
+  const child = spawn(process.execPath, [MAIN, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: cleanEnv,
+  });
+  children.add(child);
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => {
+    stdout += d;
+  });
+  child.stderr.setEncoding("utf8").on("data", (d: string) => {
+    stderr += d;
+  });
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const done = new Promise<Result>((resolve) => {
+    child.once("close", (code, signal) => {
+      clearTimeout(timer);
+      children.delete(child);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+  return { child, done, output: () => ({ stdout, stderr }) };
+}
+
+const runCli = (args: readonly string[], timeoutMs?: number) => spawnCli(args, timeoutMs).done;
+
+/** A port that was free a moment ago. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (typeof address !== "object" || address === null) throw new Error("no port");
+  return address.port;
+}
+
+/** GET a health path: the status, or 0 when nothing answers. */
+async function health(port: number, path: string): Promise<number> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+      signal: AbortSignal.timeout(1000),
+    });
+    await res.arrayBuffer();
+    return res.status;
+  } catch {
+    return 0;
+  }
+}
+
+/** Polls `probe` every 25 ms until it holds; fails after `timeoutMs` with `what()`. */
+async function until(probe: () => Promise<boolean>, timeoutMs: number, what: () => string) {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await probe())) {
+    if (performance.now() > deadline) throw new Error(`timed out: ${what()}`);
+    await sleep(25);
+  }
+}
+
+describe("keel", { timeout: 60_000 }, () => {
+  let nats: NatsServer;
+  let adminPort: number;
+  let node: ReturnType<typeof spawnCli>;
+
+  before(async () => {
+    nats = await startNatsServer({ jetstream: false });
+    adminPort = await freePort();
+    node = spawnCli(
+      ["start", GREETER, "--nats", nats.url, "--id", "n1", "--admin-port", String(adminPort)],
+      45_000,
+    );
+    await until(
+      async () => (await health(adminPort, "/health/ready")) === 200,
+      15_000,
+      () => `node ready\n${node.output().stderr}`,
+    );
+  });
+
+  after(async () => {
+    for (const child of children) child.kill("SIGKILL");
+    await nats?.[Symbol.asyncDispose]();
+  });
+
+  it("prints help, command help and the version, exit 0", async () => {
+    const help = await runCli(["--help"]);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /start \[options\] <module>/);
+    assert.match(help.stdout, /call \[options\] <target> \[input\]/);
+    const startHelp = await runCli(["start", "--help"]);
+    assert.equal(startHelp.code, 0);
+    assert.match(startHelp.stdout, /--admin-port <port>.*\n?.*KEEL_ADMIN_PORT/s);
+    const version = await runCli(["--version"]);
+    assert.equal(version.code, 0);
+    assert.equal(version.stdout.trim(), "0.1.0");
+  });
+
+  it("serves /health/live", async () => {
+    assert.equal(await health(adminPort, "/health/live"), 200);
+  });
+
+  it("calls an action and prints one JSON line with --json", async () => {
+    const r = await runCli([
+      "call",
+      "greeter.hello",
+      '{"name":"Ada"}',
+      "--nats",
+      nats.url,
+      "--json",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { greeting: "hello, Ada", node: "n1" });
+    assert.equal(r.stdout.trim().split("\n").length, 1);
+  });
+
+  it("prints pretty JSON without --json", async () => {
+    const r = await runCli(["call", "greeter.hello", '{"name":"Bo"}', "--nats", nats.url]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `${JSON.stringify({ greeting: "hello, Bo", node: "n1" }, null, 2)}\n`);
+  });
+
+  it("a schema violation exits 1 with INVALID_ARGUMENT", async () => {
+    const json = await runCli([
+      "call",
+      "greeter.hello",
+      '{"name":""}',
+      "--nats",
+      nats.url,
+      "--json",
+    ]);
+    assert.equal(json.code, 1, json.stderr);
+    const { error } = JSON.parse(json.stdout) as { error: { code: string; message: string } };
+    assert.equal(error.code, "INVALID_ARGUMENT");
+    assert.equal(typeof error.message, "string");
+    const text = await runCli(["call", "greeter.hello", "{}", "--nats", nats.url]);
+    assert.equal(text.code, 1);
+    assert.match(text.stderr, /^INVALID_ARGUMENT: /);
+  });
+
+  it("exits 1 when no endpoint appears within the timeout", async () => {
+    const r = await runCli(
+      ["call", "nobody.home", "{}", "--nats", nats.url, "--timeout", "300", "--json"],
+      10_000,
+    );
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(typeof (JSON.parse(r.stdout) as { error: { code: string } }).error.code, "string");
+  });
+
+  it("bad usage exits 2 with a message", async () => {
+    const cases: (readonly string[])[] = [
+      ["call", "greeter", "{}"],
+      ["call", "greeter.hello", "{not json"],
+      ["call", "greeter.hello", "{}", "--timeout", "soon"],
+      ["call", "greeter.hello", "{}", "--codec", "xml"],
+      ["call"],
+      ["start"],
+      ["start", GREETER, "--admin-port", "99999"],
+      ["start", EMPTY, "--nats", nats.url],
+      ["start", "does-not-exist.ts"],
+      ["frobnicate"],
+      [],
+    ];
+    for (const args of cases) {
+      const r = await runCli(args);
+      assert.equal(r.code, 2, `keel ${args.join(" ")}: ${r.stdout}${r.stderr}`);
+      assert.notEqual(r.stderr.trim(), "", `keel ${args.join(" ")} says why`);
+    }
+  });
+
+  it("SIGTERM drains: ready turns 503, the in-flight call completes, exit 0", async () => {
+    const slow = spawnCli(["call", "greeter.slow", '{"ms":1500}', "--nats", nats.url, "--json"]);
+    // Let the call reach the node before the signal.
+    await sleep(500);
+    node.child.kill("SIGTERM");
+    await until(
+      async () => (await health(adminPort, "/health/ready")) === 503,
+      1000,
+      () => "ready to turn 503 while draining",
+    );
+    assert.equal(await health(adminPort, "/health/live"), 200);
+    const call = await slow.done;
+    assert.equal(call.code, 0, call.stdout + call.stderr);
+    assert.deepEqual(JSON.parse(call.stdout), { waited: 1500 });
+    const exit = await node.done;
+    assert.equal(exit.code, 0, exit.stderr);
+    assert.match(exit.stderr, /draining/);
+  });
+});

@@ -21,7 +21,7 @@ describe("createVirtualEnv timers", () => {
     const env = createVirtualEnv();
     const fired: Array<[string, number]> = [];
     const at = (label: string, ms: number) =>
-      env.timers.setTimeout(() => fired.push([label, env.clock.now()]), ms);
+      env.timers.schedule(() => fired.push([label, env.clock.now()]), ms);
     at("c30", 30);
     at("a10", 10);
     at("d20", 20);
@@ -46,7 +46,7 @@ describe("createVirtualEnv timers", () => {
   it("advance fires only due timers (inclusive) and ends at the target time", async () => {
     const env = createVirtualEnv();
     const fired: number[] = [];
-    for (const ms of [5, 10, 15]) env.timers.setTimeout(() => fired.push(env.clock.now()), ms);
+    for (const ms of [5, 10, 15]) env.timers.schedule(() => fired.push(env.clock.now()), ms);
     await env.advance(10);
     assert.deepEqual(fired, [5, 10]);
     assert.equal(env.clock.now(), 10);
@@ -65,10 +65,10 @@ describe("createVirtualEnv timers", () => {
   it("advance fires timers scheduled by timers when they fall due in the window", async () => {
     const env = createVirtualEnv();
     const fired: Array<[string, number]> = [];
-    env.timers.setTimeout(() => {
+    env.timers.schedule(() => {
       fired.push(["outer", env.clock.now()]);
-      env.timers.setTimeout(() => fired.push(["inner", env.clock.now()]), 3);
-      env.timers.setTimeout(() => fired.push(["late", env.clock.now()]), 50);
+      env.timers.schedule(() => fired.push(["inner", env.clock.now()]), 3);
+      env.timers.schedule(() => fired.push(["late", env.clock.now()]), 50);
     }, 5);
     await env.advance(10);
     assert.deepEqual(fired, [
@@ -82,9 +82,9 @@ describe("createVirtualEnv timers", () => {
   it("runNext jumps to the next timer and fires everything due then", async () => {
     const env = createVirtualEnv();
     const fired: Array<[string, number]> = [];
-    env.timers.setTimeout(() => fired.push(["b", env.clock.now()]), 200);
-    env.timers.setTimeout(() => fired.push(["a1", env.clock.now()]), 100);
-    env.timers.setTimeout(() => fired.push(["a2", env.clock.now()]), 100);
+    env.timers.schedule(() => fired.push(["b", env.clock.now()]), 200);
+    env.timers.schedule(() => fired.push(["a1", env.clock.now()]), 100);
+    env.timers.schedule(() => fired.push(["a2", env.clock.now()]), 100);
     assert.equal(await env.runNext(), true);
     assert.equal(env.clock.now(), 100);
     assert.deepEqual(fired, [
@@ -103,9 +103,9 @@ describe("createVirtualEnv timers", () => {
     const fired: number[] = [];
     const tick = () => {
       fired.push(env.clock.now());
-      env.timers.setTimeout(tick, 10);
+      env.timers.schedule(tick, 10);
     };
-    env.timers.setTimeout(tick, 10);
+    env.timers.schedule(tick, 10);
     await env.runAll(45);
     assert.deepEqual(fired, [10, 20, 30, 40]);
     assert.equal(env.nextTimerAt(), 50);
@@ -116,30 +116,30 @@ describe("createVirtualEnv timers", () => {
     let ticks = 0;
     const tick = () => {
       ticks++;
-      env.timers.setTimeout(tick, 60_000);
+      env.timers.schedule(tick, 60_000);
     };
-    env.timers.setTimeout(tick, 60_000);
+    env.timers.schedule(tick, 60_000);
     await env.runAll();
     assert.equal(ticks, 60);
     assert.equal(env.clock.now(), 3_600_000);
     assert.equal(env.pendingTimers, 1);
   });
 
-  it("clearTimeout cancels a timer; clearing twice or after firing does nothing", async () => {
+  it("cancel cancels a timer; clearing twice or after firing does nothing", async () => {
     const env = createVirtualEnv();
     const fired: string[] = [];
-    const a = env.timers.setTimeout(() => fired.push("a"), 10);
-    const b = env.timers.setTimeout(() => fired.push("b"), 20);
-    const c = env.timers.setTimeout(() => fired.push("c"), 30);
-    env.timers.clearTimeout(a);
-    env.timers.clearTimeout(a);
+    const a = env.timers.schedule(() => fired.push("a"), 10);
+    const b = env.timers.schedule(() => fired.push("b"), 20);
+    const c = env.timers.schedule(() => fired.push("c"), 30);
+    env.timers.cancel(a);
+    env.timers.cancel(a);
     assert.equal(env.pendingTimers, 2);
     assert.equal(env.nextTimerAt(), 20, "a cancelled timer is not the next one");
     await env.advance(20);
     assert.deepEqual(fired, ["b"]);
-    env.timers.clearTimeout(b); // already fired
+    env.timers.cancel(b); // already fired
     assert.equal(env.pendingTimers, 1);
-    env.timers.clearTimeout(c);
+    env.timers.cancel(c);
     assert.equal(env.pendingTimers, 0);
     assert.equal(env.nextTimerAt(), undefined);
     await env.runAll();
@@ -150,11 +150,11 @@ describe("createVirtualEnv timers", () => {
     const env = createVirtualEnv();
     const fired: string[] = [];
     const handles: TimerHandle[] = [];
-    env.timers.setTimeout(() => {
+    env.timers.schedule(() => {
       fired.push("first");
-      for (const h of handles) env.timers.clearTimeout(h);
+      for (const h of handles) env.timers.cancel(h);
     }, 10);
-    handles.push(env.timers.setTimeout(() => fired.push("second"), 10));
+    handles.push(env.timers.schedule(() => fired.push("second"), 10));
     await env.advance(10);
     assert.deepEqual(fired, ["first"]);
     assert.equal(env.pendingTimers, 0);
@@ -210,13 +210,13 @@ describe("createVirtualEnv timers", () => {
   it("runs promise continuations between timers", async () => {
     const env = createVirtualEnv();
     const log: string[] = [];
-    env.timers.setTimeout(() => {
+    env.timers.schedule(() => {
       log.push("t1");
       void Promise.resolve()
         .then(() => log.push("micro1"))
         .then(() => log.push("micro2"));
     }, 10);
-    env.timers.setTimeout(() => log.push("t2"), 10);
+    env.timers.schedule(() => log.push("t2"), 10);
     await env.advance(10);
     assert.deepEqual(log, ["t1", "micro1", "micro2", "t2"]);
   });
@@ -256,7 +256,7 @@ describe("createVirtualEnv timers", () => {
       const out: Array<[number, number]> = [];
       for (let i = 0; i < 20; i++) {
         const delay = env.random.int(100);
-        env.timers.setTimeout(() => out.push([env.clock.now(), env.random.int(1000)]), delay);
+        env.timers.schedule(() => out.push([env.clock.now(), env.random.int(1000)]), delay);
       }
       await env.runAll();
       return out;

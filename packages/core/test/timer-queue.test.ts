@@ -34,13 +34,13 @@ function countingEnv(inner: VirtualEnv): {
     clock: inner.clock,
     random: inner.random,
     timers: {
-      setTimeout(fn, ms) {
+      schedule(fn, ms) {
         created++;
-        return inner.timers.setTimeout(fn, ms);
+        return inner.timers.schedule(fn, ms);
       },
-      clearTimeout(handle) {
+      cancel(handle) {
         cleared++;
-        inner.timers.clearTimeout(handle);
+        inner.timers.cancel(handle);
       },
       sleep: (ms, signal) => inner.timers.sleep(ms, signal),
     },

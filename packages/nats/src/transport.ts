@@ -605,9 +605,9 @@ class NatsTransportImpl implements NatsTransport {
     if (this.#status === "connected" && !nc.isClosed()) {
       // Drain: frames already in flight to us are delivered, frames we sent are flushed.
       const timers = this.#env.timers;
-      let timer: ReturnType<Env["timers"]["setTimeout"]> | undefined;
+      let timer: ReturnType<Env["timers"]["schedule"]> | undefined;
       const timedOut = new Promise<"timeout">((resolve) => {
-        timer = timers.setTimeout(() => resolve("timeout"), timeoutMs);
+        timer = timers.schedule(() => resolve("timeout"), timeoutMs);
       });
       const drained = nc.drain().then(
         () => "drained" as const,
@@ -617,7 +617,7 @@ class NatsTransportImpl implements NatsTransport {
         },
       );
       const outcome = await Promise.race([drained, timedOut]);
-      if (timer !== undefined) timers.clearTimeout(timer);
+      if (timer !== undefined) timers.cancel(timer);
       if (outcome === "timeout") this.#log.warn({ timeoutMs }, "NATS drain timed out; closing");
     }
     if (!nc.isClosed()) await nc.close().catch(() => {});

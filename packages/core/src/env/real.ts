@@ -7,11 +7,11 @@ interface RealHandle extends TimerHandle {
 }
 
 const realTimers: Timers = {
-  setTimeout(fn, ms) {
+  schedule(fn, ms) {
     const timer = setTimeout(fn, Math.max(0, ms));
     return { id: Number(timer), timer } satisfies RealHandle;
   },
-  clearTimeout(handle) {
+  cancel(handle) {
     clearTimeout((handle as RealHandle).timer);
   },
   sleep(ms, signal) {
@@ -27,10 +27,10 @@ export function sleepOn(timers: Timers, ms: number, signal?: AbortSignal): Promi
       return;
     }
     const onAbort = () => {
-      timers.clearTimeout(handle);
+      timers.cancel(handle);
       reject(signal?.reason);
     };
-    const handle = timers.setTimeout(() => {
+    const handle = timers.schedule(() => {
       signal?.removeEventListener("abort", onAbort);
       resolve();
     }, ms);

@@ -14,9 +14,9 @@ export interface TimerHandle {
 /** Timers on the Env's clock. */
 export interface Timers {
   /** Runs `fn` once after `ms` milliseconds. */
-  setTimeout(fn: () => void, ms: number): TimerHandle;
+  schedule(fn: () => void, ms: number): TimerHandle;
   /** Cancels a timer; cancelling a fired or cancelled timer does nothing. */
-  clearTimeout(handle: TimerHandle): void;
+  cancel(handle: TimerHandle): void;
   /** Resolves after `ms`; rejects with the signal's reason if it aborts first. */
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }

@@ -94,14 +94,14 @@ export function createVirtualEnv(options: VirtualEnvOptions = {}): VirtualEnv {
   let seq = 0;
 
   const timers: Timers = {
-    setTimeout(fn, ms) {
+    schedule(fn, ms) {
       const id = ++seq;
       const item: Scheduled = { id, at: now + Math.max(0, ms), seq: id, fn };
       heap.push(item);
       live.set(id, item);
       return { id };
     },
-    clearTimeout(handle: TimerHandle) {
+    cancel(handle: TimerHandle) {
       const item = live.get(handle.id);
       if (item !== undefined) {
         item.fn = undefined;

@@ -67,7 +67,7 @@ export function checkEnv(policy: string, env: unknown): Env {
     typeof e !== "object" ||
     e === null ||
     typeof e.clock?.now !== "function" ||
-    typeof e.timers?.setTimeout !== "function" ||
+    typeof e.timers?.schedule !== "function" ||
     typeof e.random?.next !== "function"
   ) {
     throw configError(policy, "env must be an Env (clock, timers, random)");

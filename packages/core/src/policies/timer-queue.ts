@@ -55,16 +55,16 @@ export class TimerQueue {
 
   /** Cancels the timer; queued items stay and never fire (used when the owner shuts down). */
   dispose(): void {
-    if (this.#timer !== undefined) this.#env.timers.clearTimeout(this.#timer);
+    if (this.#timer !== undefined) this.#env.timers.cancel(this.#timer);
     this.#timer = undefined;
     this.#armedAt = Number.POSITIVE_INFINITY;
   }
 
   #arm(at: number): void {
     const timers = this.#env.timers;
-    if (this.#timer !== undefined) timers.clearTimeout(this.#timer);
+    if (this.#timer !== undefined) timers.cancel(this.#timer);
     this.#armedAt = at;
-    this.#timer = timers.setTimeout(this.#onTimer, at - this.#env.clock.now());
+    this.#timer = timers.schedule(this.#onTimer, at - this.#env.clock.now());
   }
 
   #fire(): void {

@@ -145,7 +145,7 @@ export class Calls {
       let timer: TimerHandle | undefined;
       const finish = () => {
         done = true;
-        if (timer !== undefined) n.env.timers.clearTimeout(timer);
+        if (timer !== undefined) n.env.timers.cancel(timer);
         for (const c of controllers) c.abort(cancelled("another hedged attempt answered first"));
       };
       const launch = (attempt: number) => {
@@ -171,7 +171,7 @@ export class Calls {
         if (attempt >= policy.maxHedges) return;
         const delay = policy.delay();
         if (!Number.isFinite(delay)) return;
-        timer = n.env.timers.setTimeout(() => {
+        timer = n.env.timers.schedule(() => {
           timer = undefined;
           if (done) return;
           if (n.watched) {
@@ -352,7 +352,7 @@ export class Calls {
         );
       }
     };
-    if (reason === "left") this.#n.env.timers.setTimeout(fail, this.#n.failureTimeoutMs);
+    if (reason === "left") this.#n.env.timers.schedule(fail, this.#n.failureTimeoutMs);
     else fail();
   }
 
@@ -553,7 +553,7 @@ export class Calls {
       });
     call.tried ??= new Set();
     if (call.endpoint !== undefined) call.tried.add(call.endpoint.node);
-    call.retryTimer = n.env.timers.setTimeout(() => {
+    call.retryTimer = n.env.timers.schedule(() => {
       call.retryTimer = undefined;
       if (call.settled || n.state === "stopped") return;
       const endpoints = n.registry.endpointsByKey(key);
@@ -623,7 +623,7 @@ export class Calls {
     if (call.settled) return;
     call.settled = true;
     this.#record(call, "ignore");
-    if (call.retryTimer !== undefined) this.#n.env.timers.clearTimeout(call.retryTimer);
+    if (call.retryTimer !== undefined) this.#n.env.timers.cancel(call.retryTimer);
     if (this.#pending.get(call.attemptId) === call) {
       this.#pending.delete(call.attemptId);
       if (call.endpoint !== undefined)

@@ -62,7 +62,7 @@ export class Discovery {
 
   /** Stops the heartbeat. */
   stop(): void {
-    if (this.#heartbeat !== undefined) this.#n.env.timers.clearTimeout(this.#heartbeat);
+    if (this.#heartbeat !== undefined) this.#n.env.timers.cancel(this.#heartbeat);
     this.#heartbeat = undefined;
   }
 
@@ -134,7 +134,7 @@ export class Discovery {
   #scheduleHeartbeat(): void {
     // +-10 % jitter keeps a fleet's heartbeats from lining up.
     const delay = this.#n.heartbeatMs * (0.9 + 0.2 * this.#random.next());
-    this.#heartbeat = this.#n.env.timers.setTimeout(() => this.#beat(), delay);
+    this.#heartbeat = this.#n.env.timers.schedule(() => this.#beat(), delay);
   }
 
   #beat(): void {

@@ -284,10 +284,10 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       const off = this.#registry.onChange(() => {
         if (!enough()) return;
         off();
-        this.env.timers.clearTimeout(timer);
+        this.env.timers.cancel(timer);
         resolve();
       });
-      const timer = this.env.timers.setTimeout(() => {
+      const timer = this.env.timers.schedule(() => {
         off();
         reject(
           unavailable(`fewer than ${count} endpoints of ${service.key} after ${timeoutMs} ms`),

@@ -44,12 +44,12 @@ export class Server {
     if (this.#count === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const timers = this.#n.env.timers;
-      const timer = timers.setTimeout(() => {
+      const timer = timers.schedule(() => {
         this.#idle = undefined;
         resolve();
       }, graceMs);
       this.#idle = () => {
-        timers.clearTimeout(timer);
+        timers.cancel(timer);
         this.#idle = undefined;
         resolve();
       };

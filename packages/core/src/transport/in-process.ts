@@ -110,7 +110,7 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
         lastDue.set(key, due);
       }
       if (due <= now) deliver(to, item);
-      else env.timers.setTimeout(() => deliver(to, item), due - now);
+      else env.timers.schedule(() => deliver(to, item), due - now);
     }
   };
 

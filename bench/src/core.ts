@@ -11,7 +11,13 @@ import {
 } from "@keel/core";
 import { type Context, ServiceBroker } from "moleculer";
 import { z } from "zod";
-import type { BenchCase, Comparison, PreparedSuite } from "./harness.ts";
+import {
+  type BenchCase,
+  type Comparison,
+  type PreparedSuite,
+  prepareCases,
+  type Stop,
+} from "./harness.ts";
 
 const INPUT = 42;
 
@@ -40,8 +46,6 @@ const plainService = defineService("bench").action("echo", {
   output: passthrough,
   handler: echo,
 });
-
-type Stop = () => Promise<void>;
 
 /** Starts the keel nodes and the Moleculer broker; pushes how to stop each onto `stops`. */
 async function startCases(stops: Stop[]): Promise<BenchCase[]> {
@@ -149,28 +153,7 @@ const overhead = (label: string, of: string, over: string): Comparison => ({
  * Moleculer 0.14's local broker, next to a plain awaited function call.
  */
 export async function prepare(): Promise<PreparedSuite> {
-  const stops: Stop[] = [];
-  const teardown = async () => {
-    const outcomes = await Promise.allSettled(stops.map((stop) => stop()));
-    const failed = outcomes.filter((r) => r.status === "rejected");
-    if (failed.length > 0)
-      throw new AggregateError(
-        failed.map((r) => r.reason),
-        "teardown failed",
-      );
-  };
-  let cases: BenchCase[];
-  try {
-    cases = await startCases(stops);
-    for (const c of cases) {
-      const got = await c.op();
-      if (got !== INPUT)
-        throw new Error(`case '${c.id}' returned ${String(got)}, expected ${INPUT}`);
-    }
-  } catch (err) {
-    await teardown().catch(() => {}); // the setup error is the one worth reporting
-    throw err;
-  }
+  const { cases, teardown } = await prepareCases(startCases, INPUT);
   return {
     suite: {
       name: "core",

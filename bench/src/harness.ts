@@ -45,6 +45,44 @@ export interface PreparedSuite {
   teardown(): Promise<void>;
 }
 
+/** Stops one thing a suite started (a node, a broker, a policy's timer). */
+export type Stop = () => Promise<void>;
+
+/**
+ * Starts a suite's cases, checks that each returns `expected` once before anything is measured,
+ * and returns them with a teardown that stops everything `start` registered. If starting or a
+ * check fails, what was started is stopped and the setup error is thrown.
+ */
+export async function prepareCases(
+  start: (stops: Stop[]) => Promise<BenchCase[]>,
+  expected: unknown,
+): Promise<{ cases: BenchCase[]; teardown: () => Promise<void> }> {
+  const stops: Stop[] = [];
+  const teardown = async () => {
+    const outcomes = await Promise.allSettled(stops.map((stop) => stop()));
+    const failed = outcomes.filter((r) => r.status === "rejected");
+    if (failed.length > 0) {
+      throw new AggregateError(
+        failed.map((r) => r.reason),
+        "teardown failed",
+      );
+    }
+  };
+  try {
+    const cases = await start(stops);
+    for (const c of cases) {
+      const got = await c.op();
+      if (got !== expected) {
+        throw new Error(`case '${c.id}' returned ${String(got)}, expected ${String(expected)}`);
+      }
+    }
+    return { cases, teardown };
+  } catch (err) {
+    await teardown().catch(() => {}); // the setup error is the one worth reporting
+    throw err;
+  }
+}
+
 /** How long and how often to measure. */
 export interface HarnessOptions {
   /** Rounds; each case is measured once per round. */

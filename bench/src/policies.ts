@@ -13,7 +13,13 @@ import {
 } from "@keel/core";
 import * as cockatiel from "cockatiel";
 import { type Context, ServiceBroker } from "moleculer";
-import type { BenchCase, Comparison, PreparedSuite } from "./harness.ts";
+import {
+  type BenchCase,
+  type Comparison,
+  type PreparedSuite,
+  prepareCases,
+  type Stop,
+} from "./harness.ts";
 
 const INPUT = 42;
 
@@ -105,8 +111,6 @@ function keelStack(env: Env, timeouts: TimeoutPolicy[], budget?: RetryBudget): P
     perAttempt,
   );
 }
-
-type Stop = () => Promise<void>;
 
 /** Builds every stack and starts the Moleculer brokers; pushes how to stop each onto `stops`. */
 async function startCases(stops: Stop[]): Promise<BenchCase[]> {
@@ -274,28 +278,7 @@ const PEERS = ["cockatiel", "opossum", "moleculer"] as const;
  * in cockatiel, opossum and Moleculer, next to a plain awaited call and a hand-written floor.
  */
 export async function prepare(): Promise<PreparedSuite> {
-  const stops: Stop[] = [];
-  const teardown = async () => {
-    const outcomes = await Promise.allSettled(stops.map((stop) => stop()));
-    const failed = outcomes.filter((r) => r.status === "rejected");
-    if (failed.length > 0)
-      throw new AggregateError(
-        failed.map((r) => r.reason),
-        "teardown failed",
-      );
-  };
-  let cases: BenchCase[];
-  try {
-    cases = await startCases(stops);
-    for (const c of cases) {
-      const got = await c.op();
-      if (got !== INPUT)
-        throw new Error(`case '${c.id}' returned ${String(got)}, expected ${INPUT}`);
-    }
-  } catch (err) {
-    await teardown().catch(() => {}); // the setup error is the one worth reporting
-    throw err;
-  }
+  const { cases, teardown } = await prepareCases(startCases, INPUT);
   return {
     suite: {
       name: "policies",

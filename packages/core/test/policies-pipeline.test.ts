@@ -14,24 +14,7 @@ import {
   retry,
   timeout,
 } from "../src/policies/index.ts";
-
-/** Counts AbortControllers created while `body` runs. */
-async function countControllers(body: () => Promise<void>): Promise<number> {
-  const Original = globalThis.AbortController;
-  let created = 0;
-  globalThis.AbortController = class extends Original {
-    constructor() {
-      super();
-      created++;
-    }
-  };
-  try {
-    await body();
-  } finally {
-    globalThis.AbortController = Original;
-  }
-  return created;
-}
+import { countControllers } from "./support.ts";
 
 function settle<T>(promise: Promise<T>): { done: boolean; value?: T; error?: unknown } {
   const out: { done: boolean; value?: T; error?: unknown } = { done: false };

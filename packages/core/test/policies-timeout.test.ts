@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { createVirtualEnv } from "../src/env/index.ts";
 import { hasCode, KeelError } from "../src/errors/index.ts";
 import { type AttemptContext, type TimeoutEvent, timeout } from "../src/policies/index.ts";
+import { countControllers } from "./support.ts";
 
 function settle<T>(promise: Promise<T>): { done: boolean; value?: T; error?: unknown } {
   const out: { done: boolean; value?: T; error?: unknown } = { done: false };
@@ -11,24 +12,6 @@ function settle<T>(promise: Promise<T>): { done: boolean; value?: T; error?: unk
     (error: unknown) => Object.assign(out, { done: true, error }),
   );
   return out;
-}
-
-/** Counts AbortControllers created while `body` runs. */
-async function countControllers(body: () => Promise<void>): Promise<number> {
-  const Original = globalThis.AbortController;
-  let created = 0;
-  globalThis.AbortController = class extends Original {
-    constructor() {
-      super();
-      created++;
-    }
-  };
-  try {
-    await body();
-  } finally {
-    globalThis.AbortController = Original;
-  }
-  return created;
 }
 
 describe("timeout", () => {

@@ -105,3 +105,21 @@ export function cluster(seed: number | string = 1): Cluster {
     },
   };
 }
+
+/** Counts AbortControllers created while `body` runs. */
+export async function countControllers(body: () => Promise<void>): Promise<number> {
+  const Original = globalThis.AbortController;
+  let created = 0;
+  globalThis.AbortController = class extends Original {
+    constructor() {
+      super();
+      created++;
+    }
+  };
+  try {
+    await body();
+  } finally {
+    globalThis.AbortController = Original;
+  }
+  return created;
+}

@@ -1,5 +1,7 @@
 import type { TimerHandle } from "../env/index.ts";
 import { isKeelError, KeelError } from "../errors/index.ts";
+import type { ActionMeter } from "../observability/keel-metrics.ts";
+import { parentContext, type Span, traceFields, traceparent } from "../observability/tracing.ts";
 import {
   type BreakerPermit,
   type CallOutcome,
@@ -18,6 +20,7 @@ import {
 import { type BalancerState, checkRouting, pick, pickVersion } from "./balancer.ts";
 import type { CallOptions, Client } from "./context-types.ts";
 import type { Invocation } from "./invocation.ts";
+import type { Logger } from "./logger.ts";
 import { type NodeShared, notProcessed, unavailable } from "./node-shared.ts";
 import { type Endpoint, type NodeDownReason, Registry } from "./registry.ts";
 import { cancelled, deadlineExceeded, type Scope } from "./scope.ts";
@@ -27,6 +30,8 @@ import type { AnyService } from "./service.ts";
 /** Routing constraints of one attempt of a hedged call: nodes other attempts already use. */
 interface Route {
   readonly exclude: Set<string>;
+  /** The hedged call's span, which its attempts share. */
+  readonly span: Span | undefined;
 }
 
 /** What a client call is about; fixed for its lifetime. */
@@ -43,6 +48,8 @@ interface CallSpec {
   readonly reject: (err: KeelError) => void;
   readonly onExpire: (call: ClientCall) => void;
   readonly retry: RetryPolicy | undefined;
+  /** The call's CLIENT span, when tracing is on. */
+  readonly span: Span | undefined;
 }
 
 /** A call to a remote endpoint (and its failovers), tracked until it settles. */
@@ -61,6 +68,12 @@ class ClientCall implements Scheduled {
   /** The breaker of the endpoint of the attempt in flight, and its permit. */
   breaker: CircuitBreaker | undefined;
   permit: BreakerPermit | undefined;
+  /** The call's metrics (when the node records them), and when it was made. */
+  meter: ActionMeter | undefined;
+  calledAt = 0;
+  /** Attempts sent (for the span), and whether this is one attempt of a hedged call. */
+  attempts = 0;
+  hedged = false;
   readonly spec: CallSpec;
   readonly deadline: number;
 
@@ -91,17 +104,22 @@ export class Calls {
   readonly #pending = new Map<string, ClientCall>();
   /** One breaker per remote endpoint (`node\0service@version`), when the node has breakers. */
   readonly #breakers = new Map<string, CircuitBreaker>();
+  readonly #log: Logger;
+  /** The span of the call whose breaker permit is being taken or returned (for breaker events). */
+  #breakerSpan: Span | undefined;
 
   constructor(shared: NodeShared, server: Server, balance: BalancerState) {
     this.#n = shared;
     this.#server = server;
     this.#balance = balance;
+    this.#log = shared.log.child({ module: "keel.calls" });
   }
 
   client<S extends AnyService>(
     service: S,
     defaults: CallOptions | undefined,
     parent: Invocation | undefined,
+    span: Span | undefined,
   ): Client<S> {
     if (service?.kind !== "service")
       throw new KeelError("CONFIGURATION", "client() takes a service from defineService()");
@@ -115,6 +133,7 @@ export class Calls {
           input,
           defaults === undefined ? options : { ...defaults, ...options },
           parent,
+          span,
         );
     }
     return Object.freeze(out) as Client<S>;
@@ -133,11 +152,14 @@ export class Calls {
     options: CallOptions,
     parent: Invocation | undefined,
     policy: HedgePolicy,
+    span: Span | undefined,
   ): Promise<unknown> {
     const n = this.#n;
     const { hedge: _, signal: callerSignal, ...rest } = options;
-    const route: Route = { exclude: new Set<string>() };
+    const route: Route = { exclude: new Set<string>(), span };
     const t0 = n.env.clock.now();
+    const meter = n.metrics?.client(service.key, actionName);
+    meter?.begin();
     return new Promise((resolve, reject) => {
       const controllers: AbortController[] = [];
       let done = false;
@@ -154,16 +176,19 @@ export class Calls {
         const signal =
           callerSignal === undefined ? ac.signal : AbortSignal.any([callerSignal, ac.signal]);
         running++;
-        this.invoke(service, actionName, input, { ...rest, signal }, parent, route).then(
+        span?.setAttribute("keel.attempts", attempt + 1);
+        this.invoke(service, actionName, input, { ...rest, signal }, parent, undefined, route).then(
           (value) => {
             if (done) return;
             policy.recordLatency(n.env.clock.now() - t0);
+            meter?.end("ok", n.env.clock.now() - t0);
             finish();
             resolve(value);
           },
           (err: unknown) => {
             running--;
             if (done || running > 0) return;
+            meter?.end(isKeelError(err) ? err.code : "INTERNAL", n.env.clock.now() - t0);
             finish();
             reject(err);
           },
@@ -174,14 +199,17 @@ export class Calls {
         timer = n.env.timers.schedule(() => {
           timer = undefined;
           if (done) return;
-          if (n.watched) {
-            n.decide({
-              kind: "hedge",
-              service: service.key,
-              action: actionName,
-              attempt: attempt + 1,
-              afterMs: n.env.clock.now() - t0,
-            });
+          if (n.watched || span !== undefined) {
+            n.decide(
+              {
+                kind: "hedge",
+                service: service.key,
+                action: actionName,
+                attempt: attempt + 1,
+                afterMs: n.env.clock.now() - t0,
+              },
+              span,
+            );
           }
           launch(attempt + 1);
         }, delay);
@@ -190,14 +218,51 @@ export class Calls {
     });
   }
 
-  /** Makes a call; `route` is set for the attempts of a hedged call. */
+  /**
+   * Makes a call; `route` is set for the attempts of a hedged call. `traceParent` is the span of
+   * the handler making it (the parent of the call's span when tracing is on).
+   */
   invoke(
     service: AnyService,
     actionName: string,
     input: unknown,
     options: CallOptions | undefined,
     parent: Invocation | undefined,
+    traceParent: Span | undefined,
     route?: Route,
+  ): Promise<unknown> {
+    if (route !== undefined) {
+      return this.#invoke(service, actionName, input, options, parent, route.span, route);
+    }
+    const n = this.#n;
+    const tracer = n.tracing.tracer();
+    if (tracer === undefined) {
+      return this.#invoke(service, actionName, input, options, parent, undefined, undefined);
+    }
+    const tracing = n.tracing;
+    const span = tracing.startCall(
+      tracer,
+      service.name,
+      service.version,
+      actionName,
+      parentContext(traceParent ?? parent?.span, parent?.traceContext),
+    );
+    const out = this.#invoke(service, actionName, input, options, parent, span, undefined);
+    out.then(
+      () => tracing.end(span),
+      (err: unknown) => tracing.end(span, err),
+    );
+    return out;
+  }
+
+  #invoke(
+    service: AnyService,
+    actionName: string,
+    input: unknown,
+    options: CallOptions | undefined,
+    parent: Invocation | undefined,
+    span: Span | undefined,
+    route: Route | undefined,
   ): Promise<unknown> {
     const n = this.#n;
     const state = n.state;
@@ -209,7 +274,7 @@ export class Calls {
     n.stats.callsStarted++;
     const action = service.actions[actionName];
     if (options?.hedge !== undefined && route === undefined && action?.idempotent === true) {
-      return this.#hedged(service, actionName, input, options, parent, options.hedge);
+      return this.#hedged(service, actionName, input, options, parent, options.hedge, span);
     }
     if (action === undefined) {
       return Promise.reject(
@@ -236,12 +301,14 @@ export class Calls {
       );
     }
     const timeout = options?.timeoutMs ?? n.defaultTimeoutMs;
-    if (parent?.reason !== undefined) return Promise.reject(parent.reason);
+    if (parent?.reason !== undefined)
+      return this.#refuse(service.key, action, route, parent.reason);
     if (!(timeout > 0)) {
-      return Promise.reject(deadlineExceeded(`no time left to call ${service.key}.${actionName}`));
+      const err = deadlineExceeded(`no time left to call ${service.key}.${actionName}`);
+      return this.#refuse(service.key, action, route, err);
     }
     const signal = options?.signal;
-    if (signal?.aborted) return Promise.reject(cancelled());
+    if (signal?.aborted) return this.#refuse(service.key, action, route, cancelled());
 
     let key = service.key;
     const weights = options?.versions;
@@ -257,13 +324,17 @@ export class Calls {
     const ep = this.#pick(key, endpoints, options, route?.exclude);
     if (ep !== undefined) route?.exclude.add(ep.node);
     if (ep === undefined) {
-      return Promise.reject(
-        unavailable(`no endpoint for ${key}`, { service: key, notProcessed: true }),
-      );
+      const err = unavailable(`no endpoint for ${key}`, { service: key, notProcessed: true });
+      return this.#refuse(key, action, route, err);
     }
+    // Attempts of a hedged call are counted as one call, by #hedged.
+    const meter = route === undefined ? n.metrics?.client(key, actionName) : undefined;
+    meter?.begin();
     if (ep.local) {
       const hosted = n.hosted.get(key)!;
       const local = hosted.actions.get(actionName) ?? action;
+      if (span !== undefined && route === undefined)
+        span.setAttributes({ "server.address": n.id, "keel.attempts": 1 });
       return this.#server.callLocal(
         hosted,
         local,
@@ -273,6 +344,8 @@ export class Calls {
         timeout,
         ep,
         endpoints!.length > 1,
+        span,
+        meter,
       );
     }
     // Remote: the deadline is fixed now, since its remaining part travels with the request.
@@ -280,7 +353,9 @@ export class Calls {
     let deadline = now + timeout;
     if (parent !== undefined && parent.deadline < deadline) deadline = parent.deadline;
     if (!(deadline > now)) {
-      return Promise.reject(deadlineExceeded(`no time left to call ${service.key}.${actionName}`));
+      const err = deadlineExceeded(`no time left to call ${service.key}.${actionName}`);
+      meter?.end(err.code, 0);
+      return Promise.reject(err);
     }
     const retry = options?.retry === undefined ? n.retry : options.retry || undefined;
     retry?.begin(); // feeds the retry budget: one first attempt
@@ -298,8 +373,16 @@ export class Calls {
         resolve,
         reject,
         onExpire: (c) => this.#onExpired(c),
+        span,
       });
-      if (route !== undefined) call.tried = route.exclude;
+      if (route !== undefined) {
+        call.tried = route.exclude;
+        call.hedged = true;
+      }
+      if (meter !== undefined) {
+        call.meter = meter;
+        call.calledAt = now;
+      }
       n.deadlines.add(call);
       if (signal !== undefined || parent !== undefined) this.#linkCancel(call, signal, parent);
       this.#send(call, ep);
@@ -377,11 +460,16 @@ export class Calls {
 
   #send(call: ClientCall, ep: Endpoint): void {
     const n = this.#n;
+    const span = call.spec.span;
     const breaker = this.#breakerFor(call.spec.key, ep);
     if (breaker !== undefined) {
+      this.#breakerSpan = span;
       const permit = breaker.tryAcquire();
+      this.#breakerSpan = undefined;
       if (typeof permit !== "number") {
         // Open, or half-open with its probes taken: not sent, so any endpoint may take it.
+        if (span !== undefined)
+          n.tracing.event(span, "keel.circuit_open", { "keel.peer": ep.node });
         call.endpoint = ep;
         const details = { ...permit.details, node: ep.node, notProcessed: true };
         this.#attemptFailed(
@@ -398,7 +486,15 @@ export class Calls {
     call.attemptId = n.nextId().toString(36);
     call.endpoint = ep;
     call.sentAt = now;
+    call.attempts++;
     const { options: opts, parent } = call.spec;
+    let tc = parent?.traceContext;
+    if (span !== undefined) {
+      tc = traceparent(span.spanContext());
+      // A hedged call's attempts share its span, which counts them itself.
+      if (!call.hedged)
+        span.setAttributes({ "server.address": ep.node, "keel.attempts": call.attempts });
+    }
     const frame: RequestFrame = {
       v: WIRE_VERSION,
       k: "req",
@@ -409,7 +505,7 @@ export class Calls {
       act: call.spec.action,
       dl: call.deadline - now,
       p: call.spec.input,
-      ...(parent?.traceContext === undefined ? {} : { tc: parent.traceContext }),
+      ...(tc === undefined ? {} : { tc }),
       ...(opts?.idempotencyKey === undefined ? {} : { ik: opts.idempotencyKey }),
       ...(parent === undefined ? {} : { caller: { node: n.id, service: parent.service } }),
       ...(opts?.meta === undefined ? {} : { meta: opts.meta }),
@@ -470,17 +566,28 @@ export class Calls {
       return;
     }
     n.stats.failovers++;
-    if (n.watched) {
-      n.decide({
-        kind: "failover",
+    const span = call.spec.span;
+    if (n.watched || span !== undefined) {
+      n.decide(
+        {
+          kind: "failover",
+          service: key,
+          action: call.spec.action,
+          from: call.endpoint?.node,
+          to: next.node,
+        },
+        span,
+      );
+    }
+    this.#log.debug(
+      {
         service: key,
         action: call.spec.action,
         from: call.endpoint?.node,
         to: next.node,
-      });
-    }
-    n.log.debug(
-      { service: key, action: call.spec.action, from: call.endpoint?.node, to: next.node },
+        code: err.code,
+        ...traceFields(span),
+      },
       "failing over",
     );
     this.#dispatch(call, next);
@@ -500,6 +607,8 @@ export class Calls {
     n.deadlines.remove(call);
     call.unlink?.();
     call.settled = true;
+    if (!call.hedged)
+      spec.span?.setAttributes({ "server.address": n.id, "keel.attempts": ++call.attempts });
     this.#server.takeOver(
       hosted,
       hosted.actions.get(spec.action)!,
@@ -510,6 +619,9 @@ export class Calls {
       ep,
       spec.resolve,
       spec.reject,
+      spec.span,
+      call.meter,
+      call.calledAt,
     );
   }
 
@@ -524,33 +636,39 @@ export class Calls {
       return;
     }
     const n = this.#n;
-    const { key, action } = call.spec;
+    const { key, action, span } = call.spec;
     const delay = policy.nextDelay(err, call.retries, call.lastDelay, call.deadline);
     if (typeof delay === "string") {
-      if (n.watched) {
-        n.decide({
-          kind: "give-up",
-          service: key,
-          action,
-          attempts: call.retries + 1,
-          reason: delay,
-          code: err.code,
-        });
+      if (n.watched || span !== undefined) {
+        n.decide(
+          {
+            kind: "give-up",
+            service: key,
+            action,
+            attempts: call.retries + 1,
+            reason: delay,
+            code: err.code,
+          },
+          span,
+        );
       }
       this.#settle(call, err);
       return;
     }
     call.retries++;
     call.lastDelay = delay;
-    if (n.watched)
-      n.decide({
-        kind: "retry",
-        service: key,
-        action,
-        attempt: call.retries,
-        delayMs: delay,
-        code: err.code,
-      });
+    if (n.watched || span !== undefined)
+      n.decide(
+        {
+          kind: "retry",
+          service: key,
+          action,
+          attempt: call.retries,
+          delayMs: delay,
+          code: err.code,
+        },
+        span,
+      );
     call.tried ??= new Set();
     if (call.endpoint !== undefined) call.tried.add(call.endpoint.node);
     call.retryTimer = n.env.timers.schedule(() => {
@@ -578,13 +696,16 @@ export class Calls {
       const n = this.#n;
       breaker = circuitBreaker({ ...options, env: n.env });
       breaker.onStateChange((change) => {
-        n.decide({
-          kind: "breaker",
-          peer: ep.node,
-          service: key,
-          from: change.from.kind,
-          to: change.to.kind,
-        });
+        n.decide(
+          {
+            kind: "breaker",
+            peer: ep.node,
+            service: key,
+            from: change.from.kind,
+            to: change.to.kind,
+          },
+          this.#breakerSpan,
+        );
       });
       this.#breakers.set(id, breaker);
     }
@@ -596,7 +717,9 @@ export class Calls {
     const { breaker, permit } = call;
     if (breaker === undefined || permit === undefined) return;
     call.permit = undefined;
+    this.#breakerSpan = call.spec.span;
     breaker.record(permit, outcome, this.#n.env.clock.now() - call.sentAt);
+    this.#breakerSpan = undefined;
   }
 
   #onExpired(call: ClientCall): void {
@@ -618,6 +741,22 @@ export class Calls {
     });
   }
 
+  /** A call refused before any attempt: counted (unless an attempt of a hedged call), rejected. */
+  #refuse(
+    key: string,
+    action: { readonly name: string } | undefined,
+    route: Route | undefined,
+    err: KeelError,
+  ): Promise<never> {
+    const metrics = this.#n.metrics;
+    if (metrics !== undefined && route === undefined && action !== undefined) {
+      const meter = metrics.client(key, action.name);
+      meter.begin();
+      meter.end(err.code, 0);
+    }
+    return Promise.reject(err);
+  }
+
   /** Settles a client call once, with an error or a value. */
   #settle(call: ClientCall, err: KeelError | undefined, value?: unknown): void {
     if (call.settled) return;
@@ -631,6 +770,7 @@ export class Calls {
     }
     this.#n.deadlines.remove(call);
     call.unlink?.();
+    call.meter?.end(err === undefined ? "ok" : err.code, this.#n.env.clock.now() - call.calledAt);
     if (err === undefined) call.spec.resolve(value);
     else call.spec.reject(err);
   }

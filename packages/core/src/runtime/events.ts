@@ -1,7 +1,10 @@
+import { context, trace } from "@opentelemetry/api";
 import { KeelError } from "../errors/index.ts";
+import { parentContext, type Span, traceFields, traceparent } from "../observability/tracing.ts";
 import { schemaError, validate } from "../schema/index.ts";
 import { type EventFrame, WIRE_VERSION } from "../wire/index.ts";
 import { EventInvocation, type Invocation } from "./invocation.ts";
+import type { Logger } from "./logger.ts";
 import { type NodeShared, unavailable } from "./node-shared.ts";
 import type { Scope } from "./scope.ts";
 import type { EventDefinition } from "./service.ts";
@@ -10,9 +13,11 @@ import type { EventDefinition } from "./service.ts";
 export class Events {
   readonly #n: NodeShared;
   #cursor = 0;
+  readonly #log: Logger;
 
   constructor(shared: NodeShared) {
     this.#n = shared;
+    this.#log = shared.log.child({ module: "keel.events" });
   }
 
   emit(
@@ -20,6 +25,7 @@ export class Events {
     payload: unknown,
     mode: "emit" | "broadcast",
     parent: Scope | undefined,
+    traceParent: Span | undefined,
   ): void {
     const n = this.#n;
     if (event?.kind !== "event")
@@ -32,9 +38,18 @@ export class Events {
       throw schemaError("INVALID_ARGUMENT", `payload of event '${event.name}'`, checked.issues);
     }
     n.stats.eventsEmitted++;
+    let tc = (parent as Invocation | undefined)?.traceContext;
+    const tracer = n.tracing.tracer();
+    let span: Span | undefined;
+    if (tracer !== undefined) {
+      span = n.tracing.startPublish(tracer, event.name, mode, parentContext(traceParent, tc));
+      tc = traceparent(span.spanContext());
+    }
     const bySvc = n.registry.subscribers(event.name);
-    if (bySvc === undefined) return;
-    const tc = (parent as Invocation | undefined)?.traceContext;
+    if (bySvc === undefined) {
+      if (span !== undefined) n.tracing.end(span);
+      return;
+    }
     // One copy per subscribing service (emit, round-robin over its nodes) or per node (broadcast).
     const targets: Array<[node: string, grp: string | undefined]> = [];
     if (mode === "emit") {
@@ -65,6 +80,10 @@ export class Events {
         ...(tc === undefined ? {} : { tc }),
       });
     }
+    if (span !== undefined) {
+      span.setAttribute("keel.event.copies", targets.length);
+      n.tracing.end(span);
+    }
   }
 
   onEvent(f: EventFrame): void {
@@ -86,16 +105,28 @@ export class Events {
       if (sub === undefined) continue;
       n.stats.eventsDelivered++;
       const ctx = new EventInvocation(n.hooks, hosted.def.name, name, from, tc);
+      const tracing = n.tracing;
       // Always asynchronous, so an emitter never runs subscriber code on its own stack.
       void Promise.resolve()
         .then(async () => {
+          const tracer = tracing.tracer();
+          if (tracer !== undefined) {
+            const span = tracing.startProcess(tracer, name, hosted.def.name, from, tc);
+            ctx.span = span;
+            ctx.otelContext = trace.setSpan(context.active(), span);
+          }
           let value = validate(sub.event.schema, payload, `payload of event '${name}'`);
           if (value instanceof Promise) value = await value;
-          await sub.handler(value, ctx);
+          const otel = ctx.otelContext;
+          await (otel === undefined
+            ? sub.handler(value, ctx)
+            : context.with(otel, sub.handler, undefined, value, ctx));
+          if (ctx.span !== undefined) tracing.end(ctx.span);
         })
         .catch((err: unknown) => {
-          n.log.error(
-            { err, service: hosted.def.name, event: name, peer: from },
+          if (ctx.span !== undefined) tracing.end(ctx.span, err);
+          this.#log.error(
+            { err, service: hosted.def.name, event: name, peer: from, ...traceFields(ctx.span) },
             "event handler failed",
           );
         });

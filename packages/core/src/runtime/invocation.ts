@@ -1,5 +1,7 @@
 import type { Env } from "../env/index.ts";
 import type { KeelError } from "../errors/index.ts";
+import type { ActionMeter } from "../observability/keel-metrics.ts";
+import { type OtelContext, type Span, traceIdOf } from "../observability/tracing.ts";
 import type { AdaptivePermit, BulkheadPolicy } from "../policies/index.ts";
 import type { Scheduled } from "../policies/timer-queue.ts";
 import type { CallerInfo } from "../wire/index.ts";
@@ -27,17 +29,20 @@ export interface RuntimeHooks {
     input: unknown,
     options: CallOptions | undefined,
     parent: Invocation | undefined,
+    span: Span | undefined,
   ): Promise<unknown>;
   client<S extends AnyService>(
     service: S,
     defaults: CallOptions | undefined,
     parent: Invocation | undefined,
+    span: Span | undefined,
   ): Client<S>;
   emitEvent(
     event: EventDefinition,
     payload: unknown,
     mode: "emit" | "broadcast",
     parent: Scope | undefined,
+    span: Span | undefined,
   ): void;
   /** Called once when an invocation's deadline passes. */
   expired(inv: Invocation): void;
@@ -50,7 +55,12 @@ const EMPTY_META: Readonly<Record<string, string>> = Object.freeze({});
  * context as the parent of what it starts (so deadlines and cancellation flow downstream).
  */
 abstract class CallerBase extends Scope {
+  /** This context's span (server or consumer) when tracing is on: the parent of what it starts. */
+  span: Span | undefined;
+  /** The OpenTelemetry context the handler runs in (with `span` active). */
+  otelContext: OtelContext | undefined;
   readonly #rt: RuntimeHooks;
+  #log: Logger | undefined;
 
   constructor(rt: RuntimeHooks) {
     super();
@@ -60,6 +70,9 @@ abstract class CallerBase extends Scope {
   /** The invocation whose deadline and cancellation bind what this context starts. */
   protected abstract get parentCall(): Invocation | undefined;
 
+  /** The fields of this context's log lines (besides the node's). */
+  protected abstract logBindings(): Record<string, unknown>;
+
   get node(): string {
     return this.#rt.id;
   }
@@ -68,9 +81,26 @@ abstract class CallerBase extends Scope {
     return this.#rt.env;
   }
 
+  /** The node's logger, with this context's module, service, trace and span ids bound (made on first use). */
   get log(): Logger {
-    return this.#rt.log;
+    if (this.#log === undefined) {
+      const bindings = this.logBindings();
+      const span = this.span;
+      const tc = this.traceContext;
+      if (span !== undefined) {
+        const sc = span.spanContext();
+        bindings["trace_id"] = sc.traceId;
+        bindings["span_id"] = sc.spanId;
+      } else if (tc !== undefined) {
+        const traceId = traceIdOf(tc);
+        if (traceId !== undefined) bindings["trace_id"] = traceId;
+      }
+      this.#log = this.#rt.log.child(bindings);
+    }
+    return this.#log;
   }
+
+  abstract readonly traceContext: string | undefined;
 
   call<S extends AnyService, A extends ActionName<S>>(
     service: S,
@@ -78,21 +108,21 @@ abstract class CallerBase extends Scope {
     input: InputOf<S, A>,
     options?: CallOptions,
   ): Promise<OutputOf<S, A>> {
-    return this.#rt.invoke(service, action, input, options, this.parentCall) as Promise<
+    return this.#rt.invoke(service, action, input, options, this.parentCall, this.span) as Promise<
       OutputOf<S, A>
     >;
   }
 
   client<S extends AnyService>(service: S, defaults?: CallOptions): Client<S> {
-    return this.#rt.client(service, defaults, this.parentCall);
+    return this.#rt.client(service, defaults, this.parentCall, this.span);
   }
 
   emit<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
-    this.#rt.emitEvent(event, payload, "emit", this.parentCall);
+    this.#rt.emitEvent(event, payload, "emit", this.parentCall, this.span);
   }
 
   broadcast<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
-    this.#rt.emitEvent(event, payload, "broadcast", this.parentCall);
+    this.#rt.emitEvent(event, payload, "broadcast", this.parentCall, this.span);
   }
 }
 
@@ -127,6 +157,14 @@ export class Invocation extends CallerBase implements Context, Scheduled {
   /** Server-side limits this request holds a slot of, given back when it finishes. */
   bulkhead: BulkheadPolicy | undefined;
   adaptivePermit: AdaptivePermit | undefined;
+  /**
+   * Metrics, when the node records them: this request's server-side meter and when it arrived;
+   * for a local call, also the caller's meter and when the call was made.
+   */
+  serverMeter: ActionMeter | undefined;
+  servedAt = 0;
+  clientMeter: ActionMeter | undefined;
+  calledAt = 0;
   /** Neighbours in the node's list of in-flight invocations. */
   prevServing: Invocation | undefined;
   nextServing: Invocation | undefined;
@@ -198,6 +236,10 @@ export class Invocation extends CallerBase implements Context, Scheduled {
     return this;
   }
 
+  protected logBindings(): Record<string, unknown> {
+    return { module: this.service, service: this.service, action: this.action };
+  }
+
   remainingMs(): number {
     return Math.max(0, this.deadline - this.#rt.env.clock.now());
   }
@@ -235,5 +277,9 @@ export class EventInvocation extends CallerBase implements EventContext {
 
   protected get parentCall(): undefined {
     return undefined;
+  }
+
+  protected logBindings(): Record<string, unknown> {
+    return { module: this.service, service: this.service, event: this.event };
   }
 }

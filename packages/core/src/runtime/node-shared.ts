@@ -1,5 +1,7 @@
 import type { Env } from "../env/index.ts";
 import { KeelError } from "../errors/index.ts";
+import type { NodeMetrics } from "../observability/keel-metrics.ts";
+import { decisionAttributes, type Span, type Tracing } from "../observability/tracing.ts";
 import type {
   AdaptiveLimitPolicy,
   BulkheadPolicy,
@@ -108,6 +110,10 @@ export class NodeShared {
   readonly log: Logger;
   readonly stats: NodeStats;
   readonly codec: Codec;
+  /** Spans of calls, requests and events (off unless an OpenTelemetry SDK is there). */
+  readonly tracing: Tracing;
+  /** The node's metrics, when it has a `metrics` option (undefined: record nothing). */
+  readonly metrics: NodeMetrics | undefined;
   /** This node's frame limit: its setting, lowered to the transport's own limit once connected. */
   maxFrameBytes: number;
   readonly heartbeatMs: number;
@@ -133,6 +139,8 @@ export class NodeShared {
     log: Logger;
     stats: NodeStats;
     codec: Codec;
+    tracing: Tracing;
+    metrics: NodeMetrics | undefined;
     settings: NodeSettings;
     registry: Registry;
     deadlines: TimerQueue;
@@ -145,6 +153,8 @@ export class NodeShared {
     this.log = init.log;
     this.stats = init.stats;
     this.codec = init.codec;
+    this.tracing = init.tracing;
+    this.metrics = init.metrics;
     this.maxFrameBytes = init.settings.maxFrameBytes;
     this.heartbeatMs = init.settings.heartbeatMs;
     this.failureTimeoutMs = init.settings.failureTimeoutMs;
@@ -164,9 +174,16 @@ export class NodeShared {
     return this.#decisionListeners.size > 0;
   }
 
-  /** Reports a decision to the listeners. */
-  decide(decision: Decision): void {
+  /** Reports a decision to the listeners, and as an event `keel.<kind>` on `span` if there is one. */
+  decide(decision: Decision, span?: Span): void {
     for (const l of this.#decisionListeners) l(decision);
+    if (span !== undefined) {
+      this.tracing.event(
+        span,
+        `keel.${decision.kind.replace("-", "_")}`,
+        decisionAttributes(decision),
+      );
+    }
   }
 
   onDecision(listener: (decision: Decision) => void): () => void {

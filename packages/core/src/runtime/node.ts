@@ -1,5 +1,7 @@
 import { createRealEnv, type Env } from "../env/index.ts";
 import { isKeelError, KeelError } from "../errors/index.ts";
+import { NodeMetrics } from "../observability/keel-metrics.ts";
+import { type Span, Tracing } from "../observability/tracing.ts";
 import { adaptiveLimit, bulkhead, tokenBucket } from "../policies/index.ts";
 import { TimerQueue } from "../policies/timer-queue.ts";
 import type { InboundFrame, Transport } from "../transport/index.ts";
@@ -160,6 +162,11 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       log: this.log,
       stats: this.stats,
       codec: this.#codec,
+      tracing: new Tracing(options.id, options.tracerProvider, this.env.clock),
+      metrics:
+        options.metrics === undefined
+          ? undefined
+          : new NodeMetrics(options.metrics, options.id, this.env.clock),
       settings: this.#settings,
       registry: this.#registry,
       deadlines: this.#deadlines,
@@ -168,6 +175,11 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       transport: this.#transport,
     });
     this.#shared = shared;
+    const metrics = shared.metrics;
+    if (metrics !== undefined) {
+      shared.onDecision((d) => metrics.decision(d));
+      metrics.watch({ state: () => shared.state, registry: this.#registry, hosted });
+    }
     const random = this.env.random.split(`balancer/${options.id}`);
     this.#server = new Server(shared);
     this.#calls = new Calls(shared, this.#server, { random, cursors: new Map() });
@@ -268,6 +280,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     this.#discovery.stop();
     this.#deadlines.dispose();
     this.#calls.settleAll(reason);
+    this.#shared.metrics?.stop();
     this.#statusWatch?.[Symbol.dispose]();
     await this.#transport.close();
     await this.#receiving;
@@ -411,13 +424,18 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     input: InputOf<S, A>,
     options?: CallOptions,
   ): Promise<OutputOf<S, A>> {
-    return this.#calls.invoke(service, action, input, options, undefined) as Promise<
+    return this.#calls.invoke(service, action, input, options, undefined, undefined) as Promise<
       OutputOf<S, A>
     >;
   }
 
-  client<S extends AnyService>(service: S, defaults?: CallOptions, parent?: Invocation): Client<S> {
-    return this.#calls.client(service, defaults, parent);
+  client<S extends AnyService>(
+    service: S,
+    defaults?: CallOptions,
+    parent?: Invocation,
+    span?: Span,
+  ): Client<S> {
+    return this.#calls.client(service, defaults, parent, span);
   }
 
   invoke(
@@ -426,16 +444,17 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     input: unknown,
     options: CallOptions | undefined,
     parent: Invocation | undefined,
+    span: Span | undefined,
   ): Promise<unknown> {
-    return this.#calls.invoke(service, action, input, options, parent);
+    return this.#calls.invoke(service, action, input, options, parent, span);
   }
 
   emit<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
-    this.#events.emit(event, payload, "emit", undefined);
+    this.#events.emit(event, payload, "emit", undefined, undefined);
   }
 
   broadcast<E extends EventDefinition>(event: E, payload: PayloadOf<E>): void {
-    this.#events.emit(event, payload, "broadcast", undefined);
+    this.#events.emit(event, payload, "broadcast", undefined, undefined);
   }
 
   emitEvent(
@@ -443,8 +462,9 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     payload: unknown,
     mode: "emit" | "broadcast",
     parent: Scope | undefined,
+    span: Span | undefined,
   ): void {
-    this.#events.emit(event, payload, mode, parent);
+    this.#events.emit(event, payload, mode, parent, span);
   }
 
   expired(inv: Invocation): void {

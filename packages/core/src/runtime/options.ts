@@ -1,5 +1,7 @@
+import type { TracerProvider } from "@opentelemetry/api";
 import type { Env } from "../env/index.ts";
 import { KeelError } from "../errors/index.ts";
+import type { Metrics } from "../observability/metrics.ts";
 import { type CircuitBreakerOptions, circuitBreaker, type RetryPolicy } from "../policies/index.ts";
 import type { Transport } from "../transport/index.ts";
 import { type Codec, DEFAULT_MAX_FRAME_BYTES } from "../wire/index.ts";
@@ -41,6 +43,16 @@ export interface NodeOptions {
    * node's); the balancer skips endpoints whose breaker is open. None by default.
    */
   readonly breaker?: Omit<CircuitBreakerOptions, "env">;
+  /**
+   * Where the node records its metrics (requests, retries, breakers, limits, registry): e.g.
+   * `createPrometheusMetrics()` from `@keel/prometheus`. None by default: nothing is recorded.
+   */
+  readonly metrics?: Metrics;
+  /**
+   * Where the node's spans go (default: the global provider, `trace.getTracerProvider()`; with no
+   * OpenTelemetry SDK registered, tracing is off and costs nothing).
+   */
+  readonly tracerProvider?: TracerProvider;
 }
 
 /** Node settings after defaults and checks. */

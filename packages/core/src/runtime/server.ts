@@ -1,4 +1,12 @@
+import { context, trace } from "@opentelemetry/api";
 import { isKeelError, KeelError } from "../errors/index.ts";
+import type { ActionMeter } from "../observability/keel-metrics.ts";
+import {
+  type OtelContext,
+  remoteContext,
+  type Span,
+  traceFields,
+} from "../observability/tracing.ts";
 import { type StandardSchemaV1, schemaError } from "../schema/index.ts";
 import {
   encodeChecked,
@@ -8,6 +16,7 @@ import {
 } from "../wire/index.ts";
 import type { CallOptions } from "./context-types.ts";
 import { Invocation } from "./invocation.ts";
+import type { Logger } from "./logger.ts";
 import type { Hosted, NodeShared } from "./node-shared.ts";
 import { unavailable } from "./node-shared.ts";
 import { type Endpoint, Registry } from "./registry.ts";
@@ -29,9 +38,11 @@ export class Server {
   /** Remote requests by `from\0id`, for cancel frames. */
   readonly #remote = new Map<string, Invocation>();
   #idle: (() => void) | undefined;
+  readonly #log: Logger;
 
   constructor(shared: NodeShared) {
     this.#n = shared;
+    this.#log = shared.log.child({ module: "keel.server" });
   }
 
   /** Requests in flight. */
@@ -121,6 +132,9 @@ export class Server {
       f.tc,
       f.from,
     );
+    const tracer = n.tracing.tracer();
+    if (tracer !== undefined) this.#trace(inv, hosted, action, f.from, remoteContext(f.tc));
+    if (n.metrics !== undefined) this.#meter(inv, hosted, action, undefined, now, now);
     this.#remote.set(`${f.from}\u0000${f.id}`, inv);
     this.#register(inv, now);
     this.#admitThenServe(inv, hosted, action, f.p);
@@ -149,14 +163,22 @@ export class Server {
     timeout: number,
     ep: Endpoint,
     measure: boolean,
+    span: Span | undefined,
+    meter: ActionMeter | undefined,
   ): Promise<unknown> {
     const budget = action.timeoutMs === undefined ? timeout : Math.min(timeout, action.timeoutMs);
     const cap = parent === undefined ? Number.POSITIVE_INFINITY : parent.deadline;
     const inv = this.#localInvocation(hosted, action, options, parent, Number.NaN, budget, cap);
+    if (span !== undefined) this.#trace(inv, hosted, action, this.#n.id, callerContext(span));
     inv.endpoint = ep;
     inv.measure = measure;
     inv.callerSignal = options?.signal;
     inv.upstream = parent;
+    const metrics = this.#n.metrics;
+    if (metrics !== undefined) {
+      const now = metrics.clock.now();
+      this.#meter(inv, hosted, action, meter, now, now);
+    }
     if (hosted.guards.size === 0) this.#serve(inv, action, input);
     else this.#admitThenServe(inv, hosted, action, input);
     if (inv.settled) return inv.ok ? Promise.resolve(inv.result) : Promise.reject(inv.result);
@@ -177,15 +199,50 @@ export class Server {
     ep: Endpoint,
     resolve: (value: unknown) => void,
     reject: (err: KeelError) => void,
+    span: Span | undefined,
+    meter: ActionMeter | undefined,
+    calledAt: number,
   ): void {
     const inv = this.#localInvocation(hosted, action, options, parent, deadline, 0, deadline);
+    if (span !== undefined) this.#trace(inv, hosted, action, this.#n.id, callerContext(span));
     inv.endpoint = ep;
     inv.measure = true;
     inv.callerSignal = options?.signal;
     inv.upstream = parent;
     inv.resolveLocal = resolve;
     inv.rejectLocal = reject;
+    const metrics = this.#n.metrics;
+    if (metrics !== undefined)
+      this.#meter(inv, hosted, action, meter, calledAt, metrics.clock.now());
     this.#admitThenServe(inv, hosted, action, input);
+  }
+
+  /**
+   * Starts a request's metrics (the node records them) at `now`; a local call also carries its
+   * caller's meter (begun by the caller at `calledAt`), ended with the request.
+   */
+  #meter(
+    inv: Invocation,
+    hosted: Hosted,
+    action: AnyAction,
+    client: ActionMeter | undefined,
+    calledAt: number,
+    now: number,
+  ): void {
+    const m = this.#n.metrics!.server(hosted.def.key, action.name);
+    m.begin();
+    inv.serverMeter = m;
+    inv.servedAt = now;
+    inv.clientMeter = client;
+    inv.calledAt = calledAt;
+  }
+
+  /** Ends a request's metrics with its outcome. */
+  #endMeters(inv: Invocation, server: ActionMeter, ok: boolean, value: unknown): void {
+    const now = this.#n.env.clock.now();
+    const outcome = ok ? "ok" : (value as KeelError).code;
+    server.end(outcome, now - inv.servedAt);
+    inv.clientMeter?.end(outcome, now - inv.calledAt);
   }
 
   /** Called once when an invocation's deadline passes. */
@@ -219,6 +276,29 @@ export class Server {
       parent?.traceContext,
       undefined,
     );
+  }
+
+  /** Starts the SERVER span of a request (tracing is on) and the context its handler runs in. */
+  #trace(
+    inv: Invocation,
+    hosted: Hosted,
+    action: AnyAction,
+    caller: string,
+    parent: OtelContext,
+  ): void {
+    const tracing = this.#n.tracing;
+    const tracer = tracing.tracer();
+    if (tracer === undefined) return;
+    const span = tracing.startServe(
+      tracer,
+      hosted.def.name,
+      hosted.def.version,
+      action.name,
+      caller,
+      parent,
+    );
+    inv.span = span;
+    inv.otelContext = trace.setSpan(parent, span);
   }
 
   /** Lets a request through the action's limits (if it has any), then serves it. */
@@ -283,7 +363,8 @@ export class Server {
   #shed(inv: Invocation, err: KeelError, by: "concurrency" | "adaptive" | "rate"): KeelError {
     const n = this.#n;
     const code = err.code === "RATE_LIMITED" ? "RATE_LIMITED" : "OVERLOADED";
-    n.decide({ kind: "shed", service: inv.service, action: inv.action, code, by });
+    n.decide({ kind: "shed", service: inv.service, action: inv.action, code, by }, inv.span);
+    if (inv.serverMeter !== undefined) n.metrics?.shed(inv.serverMeter, by);
     return new KeelError(code, err.message, {
       noStack: true,
       retryable: true,
@@ -333,7 +414,11 @@ export class Server {
           checked.issues,
         );
       }
-      out = action.handler(checked.value, inv);
+      const ctx = inv.otelContext;
+      out =
+        ctx === undefined
+          ? action.handler(checked.value, inv)
+          : context.with(ctx, action.handler, undefined, checked.value, inv);
     } catch (err) {
       this.#fail(inv, err);
       return;
@@ -429,14 +514,11 @@ export class Server {
   }
 
   #asKeelError(err: unknown, inv: Invocation): KeelError {
-    const log = this.#n.log;
+    const log = this.#log;
     if (isKeelError(err)) {
       if (err.code === "INTERNAL" && err.details?.["requestId"] === undefined) {
         // An output-schema violation or a handler's own INTERNAL: log it, and say which request.
-        log.error(
-          { err, service: inv.service, action: inv.action, requestId: inv.requestId },
-          "handler failed",
-        );
+        log.error(logFields(inv, err), "handler failed");
         return new KeelError("INTERNAL", err.message, {
           retryable: err.retryable,
           details: { ...err.details, requestId: inv.requestId },
@@ -453,10 +535,7 @@ export class Server {
       });
     }
     // Log the real failure here; only a code, a short message and the request id cross the wire.
-    log.error(
-      { err, service: inv.service, action: inv.action, requestId: inv.requestId },
-      "handler failed",
-    );
+    log.error(logFields(inv, err), "handler failed");
     return new KeelError("INTERNAL", `internal error in ${inv.service}.${inv.action}`, {
       cause: err,
       details: { requestId: inv.requestId },
@@ -468,6 +547,8 @@ export class Server {
     if (inv.settled) return;
     inv.settled = true;
     if (inv.registered) this.#unregister(inv);
+    if (inv.serverMeter !== undefined) this.#endMeters(inv, inv.serverMeter, ok, value);
+    if (inv.span !== undefined) this.#n.tracing.end(inv.span, ok ? undefined : value);
     if (inv.bulkhead !== undefined) {
       inv.bulkhead.release();
       inv.bulkhead = undefined;
@@ -518,13 +599,26 @@ export class Server {
     } catch (err) {
       // Too big (or not encodable) for the caller: it gets a coded error instead of silence.
       const e = isKeelError(err) ? err : new KeelError("INTERNAL", "reply could not be encoded");
-      n.log.warn(
-        { err: e, service: inv.service, action: inv.action },
-        "reply refused before sending",
-      );
+      this.#log.warn(logFields(inv, e), "reply refused before sending");
       frame = { v: WIRE_VERSION, k: "res", id, from: n.id, ok: false, err: e.toWire() };
       bytes = n.codec.encode(frame);
     }
     n.sendBytes(to, bytes);
   }
+}
+
+/** The context of a same-node request: under the calling span, keeping the caller's baggage. */
+function callerContext(span: Span): OtelContext {
+  return trace.setSpan(context.active(), span);
+}
+
+/** The fields of the server's log lines about a request. */
+function logFields(inv: Invocation, err: unknown): Record<string, unknown> {
+  return {
+    err,
+    service: inv.service,
+    action: inv.action,
+    requestId: inv.requestId,
+    ...traceFields(inv.span),
+  };
 }

@@ -1,0 +1,265 @@
+import {
+  type Attributes,
+  context,
+  isValidSpanId,
+  isValidTraceId,
+  type Context as OtelContext,
+  ROOT_CONTEXT,
+  type Span,
+  type SpanContext,
+  SpanKind,
+  SpanStatusCode,
+  type Tracer,
+  type TracerProvider,
+  trace,
+} from "@opentelemetry/api";
+import type { Clock } from "../env/index.ts";
+import { isKeelError } from "../errors/index.ts";
+
+/** The instrumentation scope of Keel's spans. */
+export const TRACER_NAME = "@keel/core";
+const TRACER_VERSION = "0.1.0";
+
+/** The global proxy provider's way to tell whether an SDK was registered behind it. */
+interface Delegating {
+  getDelegateTracer(name: string, version?: string): Tracer | undefined;
+}
+
+/**
+ * One node's tracing: its tracer (or none while tracing is off) and span timestamps on the
+ * node's Env clock, so spans on virtual time are deterministic.
+ *
+ * Tracing is off when the provider is the global one and no SDK is registered behind it: then
+ * `tracer()` returns undefined and the runtime creates no span and allocates nothing. Once an SDK
+ * is registered globally, the next call picks it up.
+ */
+export class Tracing {
+  readonly node: string;
+  readonly #clock: Clock;
+  /** Wall-clock milliseconds at the clock's origin: span times are `origin + clock.now()`. */
+  readonly #origin: number;
+  readonly #proxy: Delegating | undefined;
+  #tracer: Tracer | undefined;
+
+  constructor(node: string, provider: TracerProvider | undefined, clock: Clock) {
+    this.node = node;
+    this.#clock = clock;
+    this.#origin = clock.wallNow() - clock.now();
+    const p = provider ?? trace.getTracerProvider();
+    if (typeof (p as Partial<Delegating>).getDelegateTracer === "function") {
+      this.#proxy = p as TracerProvider & Delegating;
+    } else {
+      this.#tracer = p.getTracer(TRACER_NAME, TRACER_VERSION);
+    }
+  }
+
+  /** The tracer, or undefined while tracing is off. */
+  tracer(): Tracer | undefined {
+    const t = this.#tracer;
+    if (t !== undefined || this.#proxy === undefined) return t;
+    const delegate = this.#proxy.getDelegateTracer(TRACER_NAME, TRACER_VERSION);
+    if (delegate !== undefined) this.#tracer = delegate;
+    return delegate;
+  }
+
+  /** Now, in wall-clock milliseconds with the monotonic clock's resolution. */
+  time(): number {
+    return this.#origin + this.#clock.now();
+  }
+
+  /** A CLIENT span for a call of `service@version.action`. */
+  startCall(
+    tracer: Tracer,
+    service: string,
+    version: number,
+    action: string,
+    parent: OtelContext,
+  ): Span {
+    return tracer.startSpan(
+      `${service}/${action}`,
+      {
+        kind: SpanKind.CLIENT,
+        startTime: this.time(),
+        attributes: {
+          "rpc.system": "keel",
+          "rpc.service": service,
+          "rpc.method": action,
+          "keel.service.version": version,
+          "keel.node": this.node,
+        },
+      },
+      parent,
+    );
+  }
+
+  /** A SERVER span for a request `caller` (a node id, if known) sent to this node. */
+  startServe(
+    tracer: Tracer,
+    service: string,
+    version: number,
+    action: string,
+    caller: string | undefined,
+    parent: OtelContext,
+  ): Span {
+    const attributes: Attributes = {
+      "rpc.system": "keel",
+      "rpc.service": service,
+      "rpc.method": action,
+      "keel.service.version": version,
+      "keel.node": this.node,
+      "server.address": this.node,
+    };
+    if (caller !== undefined) attributes["client.address"] = caller;
+    return tracer.startSpan(
+      `${service}/${action}`,
+      { kind: SpanKind.SERVER, startTime: this.time(), attributes },
+      parent,
+    );
+  }
+
+  /** A PRODUCER span for one `emit` or `broadcast` of `event`. */
+  startPublish(
+    tracer: Tracer,
+    event: string,
+    mode: "emit" | "broadcast",
+    parent: OtelContext,
+  ): Span {
+    return tracer.startSpan(
+      `send ${event}`,
+      {
+        kind: SpanKind.PRODUCER,
+        startTime: this.time(),
+        attributes: {
+          "messaging.system": "keel",
+          "messaging.operation.type": "send",
+          "messaging.operation.name": mode,
+          "messaging.destination.name": event,
+          "keel.node": this.node,
+        },
+      },
+      parent,
+    );
+  }
+
+  /**
+   * A CONSUMER span for one delivery of `event` to `service`: a child of the producer's span
+   * (from `tc`) and linked to it, as OpenTelemetry's messaging conventions ask.
+   */
+  startProcess(
+    tracer: Tracer,
+    event: string,
+    service: string,
+    from: string,
+    tc: string | undefined,
+  ): Span {
+    const producer = tc === undefined ? undefined : parseTraceparent(tc);
+    const parent =
+      producer === undefined ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, producer);
+    return tracer.startSpan(
+      `process ${event}`,
+      {
+        kind: SpanKind.CONSUMER,
+        startTime: this.time(),
+        attributes: {
+          "messaging.system": "keel",
+          "messaging.operation.type": "process",
+          "messaging.destination.name": event,
+          "messaging.consumer.group.name": service,
+          "keel.node": this.node,
+          "keel.peer": from,
+        },
+        links: producer === undefined ? [] : [{ context: producer }],
+      },
+      parent,
+    );
+  }
+
+  /** Ends a span: OK, or ERROR with the KeelError code (`INTERNAL` for anything else). */
+  end(span: Span, err?: unknown): void {
+    if (err === undefined) {
+      span.setAttribute("keel.outcome", "ok");
+    } else {
+      const code = isKeelError(err) ? err.code : "INTERNAL";
+      const message = err instanceof Error ? err.message : String(err);
+      span.setAttributes({ "keel.outcome": code, "error.type": code });
+      span.setStatus({ code: SpanStatusCode.ERROR, message: `${code}: ${message}` });
+    }
+    span.end(this.time());
+  }
+
+  /** Adds a span event at the node's time. */
+  event(span: Span, name: string, attributes: Attributes): void {
+    span.addEvent(name, attributes, this.time());
+  }
+}
+
+/**
+ * The context a new span of a call or an emit starts in: under the span of the handler that
+ * makes it (carried explicitly, so no context manager is needed), else under the caller's
+ * `traceparent`, else under whatever span is active.
+ */
+export function parentContext(span: Span | undefined, tc: string | undefined): OtelContext {
+  const base = context.active();
+  if (span !== undefined) return trace.setSpan(base, span);
+  const remote = tc === undefined ? undefined : parseTraceparent(tc);
+  return remote === undefined ? base : trace.setSpanContext(base, remote);
+}
+
+/** The context a request from the wire is served in: under the caller's `traceparent`, if any. */
+export function remoteContext(tc: string | undefined): OtelContext {
+  const remote = tc === undefined ? undefined : parseTraceparent(tc);
+  return remote === undefined ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, remote);
+}
+
+/** A W3C `traceparent` header value for a span context (version 00). */
+export function traceparent(sc: SpanContext): string {
+  const flags = sc.traceFlags & 0xff;
+  return `00-${sc.traceId}-${sc.spanId}-${flags < 16 ? "0" : ""}${flags.toString(16)}`;
+}
+
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?$/;
+
+/** Parses a W3C `traceparent`; undefined when it is malformed (the trace then starts afresh). */
+export function parseTraceparent(tc: string): SpanContext | undefined {
+  const m = TRACEPARENT.exec(tc);
+  if (m === null) return undefined;
+  const version = m[1] ?? "";
+  const traceId = m[2] ?? "";
+  const spanId = m[3] ?? "";
+  const flags = m[4] ?? "";
+  // Version ff is invalid; version 00 must have nothing after the flags.
+  if (version === "ff" || (version === "00" && tc.length !== 55)) return undefined;
+  if (!isValidTraceId(traceId) || !isValidSpanId(spanId)) return undefined;
+  return { traceId, spanId, traceFlags: Number.parseInt(flags, 16), isRemote: true };
+}
+
+/** The trace id of a `traceparent`, without parsing it fully (for log lines). */
+export function traceIdOf(tc: string): string | undefined {
+  return parseTraceparent(tc)?.traceId;
+}
+
+/** `trace_id` and `span_id` of a span, for a log line (nothing without a span). */
+export function traceFields(span: Span | undefined): { trace_id?: string; span_id?: string } {
+  if (span === undefined) return {};
+  const sc = span.spanContext();
+  return { trace_id: sc.traceId, span_id: sc.spanId };
+}
+
+/** The span events of resilience decisions: `keel.<kind>`, fields as `keel.<snake_case>`. */
+export function decisionAttributes(decision: object): Attributes {
+  const out: Attributes = {};
+  for (const [k, v] of Object.entries(decision)) {
+    if (k === "kind" || v === undefined) continue;
+    const name =
+      k === "code" ? "error.type" : `keel.${k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`;
+    out[name] = v as string | number;
+  }
+  return out;
+}
+
+/** Runs `fn(arg, ctx)` with `span`'s context active, so user code and other instrumentations see it. */
+export function runIn<A, C, R>(ctx: OtelContext, fn: (arg: A, c: C) => R, arg: A, c: C): R {
+  return context.with(ctx, fn, undefined, arg, c);
+}
+
+export type { OtelContext, Span, TracerProvider };

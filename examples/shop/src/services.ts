@@ -53,71 +53,114 @@ export interface PaymentsOptions {
 
 /** Payments: a charge carries an idempotency key, so a retry on another replica never charges twice. */
 export function paymentsService(ledger: Ledger, options: PaymentsOptions = {}) {
-  return defineService("payments", { version: 1 }).action("charge", {
-    input: z.object({ orderId: OrderId, amount: z.number().int().positive() }),
-    output: z.object({ chargeId: z.string() }),
-    idempotent: true,
-    handler: async ({ orderId, amount }, ctx) => {
-      const key = ctx.idempotencyKey;
-      if (key === undefined)
-        throw new KeelError("INVALID_ARGUMENT", "charge needs an idempotency key");
-      // The provider takes a few milliseconds; the charge lands before the reply is sent.
-      await ctx.env.timers.sleep(2 + 4 * ctx.env.random.next(), ctx.signal);
-      const charge = options.buggyNotIdempotent
-        ? ledger.chargeWithoutKey(orderId, amount, key, ctx.node)
-        : ledger.charge(orderId, amount, key, ctx.node);
-      // Recording the receipt: a crash here leaves a charge whose reply never left.
-      await ctx.env.timers.sleep(1 + 2 * ctx.env.random.next(), ctx.signal);
-      return { chargeId: charge.chargeId };
-    },
-  });
+  return defineService("payments", { version: 1 })
+    .action("settle", {
+      input: z.object({ idempotencyKey: z.string().min(1) }),
+      output: z.object({ outcome: z.enum(["charged", "voided"]), chargeId: z.string().optional() }),
+      idempotent: true,
+      handler: ({ idempotencyKey }) => ledger.settle(idempotencyKey),
+    })
+    .action("charge", {
+      input: z.object({ orderId: OrderId, amount: z.number().int().positive() }),
+      output: z.object({ chargeId: z.string() }),
+      idempotent: true,
+      handler: async ({ orderId, amount }, ctx) => {
+        const key = ctx.idempotencyKey;
+        if (key === undefined)
+          throw new KeelError("INVALID_ARGUMENT", "charge needs an idempotency key");
+        // The provider takes a few milliseconds; the charge lands before the reply is sent.
+        await ctx.env.timers.sleep(2 + 4 * ctx.env.random.next(), ctx.signal);
+        const charge = options.buggyNotIdempotent
+          ? ledger.chargeWithoutKey(orderId, amount, key, ctx.node)
+          : ledger.charge(orderId, amount, key, ctx.node);
+        // Recording the receipt: a crash here leaves a charge whose reply never left.
+        await ctx.env.timers.sleep(1 + 2 * ctx.env.random.next(), ctx.signal);
+        return { chargeId: charge.chargeId };
+      },
+    });
 }
 
-/** Orders: reserve stock, charge, record, announce. */
+/**
+ * Orders: reserve stock, charge, record, announce. An order whose charge outcome is unknown (the
+ * reply was lost) waits for `reconcile`, which settles it with payments.
+ */
 export function ordersService(
   book: OrderBook,
   inventory: ReturnType<typeof inventoryService>,
   payments: ReturnType<typeof paymentsService>,
 ) {
-  return defineService("orders", { version: 1 }).action("place", {
-    input: z.object({
-      sku: z.enum(Object.keys(PRICES) as [string, ...string[]]),
-      qty: z.number().int().min(1).max(5),
-    }),
-    output: z.object({
-      orderId: z.string(),
-      status: z.enum(["paid", "rejected"]),
-      chargeId: z.string().optional(),
-    }),
-    handler: async ({ sku, qty }, ctx) => {
-      const orderId = `o_${ctx.env.random.hex(6)}`;
-      const amount = (PRICES[sku] ?? 0) * qty;
-      book.orders.set(orderId, { status: "pending", sku, qty, amount });
-      try {
-        await ctx.call(inventory, "reserve", { orderId, sku, qty });
-      } catch (err) {
-        if (hasCode(err, "FAILED_PRECONDITION")) {
-          book.orders.set(orderId, { status: "rejected", sku, qty, amount });
-          return { orderId, status: "rejected" as const };
+  return defineService("orders", { version: 1 })
+    .action("place", {
+      input: z.object({
+        sku: z.enum(Object.keys(PRICES) as [string, ...string[]]),
+        qty: z.number().int().min(1).max(5),
+      }),
+      output: z.object({
+        orderId: z.string(),
+        status: z.enum(["paid", "rejected"]),
+        chargeId: z.string().optional(),
+      }),
+      handler: async ({ sku, qty }, ctx) => {
+        const orderId = `o_${ctx.env.random.hex(6)}`;
+        const amount = (PRICES[sku] ?? 0) * qty;
+        book.orders.set(orderId, { status: "pending", sku, qty, amount });
+        try {
+          await ctx.call(inventory, "reserve", { orderId, sku, qty });
+        } catch (err) {
+          if (hasCode(err, "FAILED_PRECONDITION")) {
+            book.orders.set(orderId, { status: "rejected", sku, qty, amount });
+            return { orderId, status: "rejected" as const };
+          }
+          // The reservation may have landed: reconciliation releases it.
+          book.orders.set(orderId, { status: "unknown", sku, qty, amount });
+          throw err;
         }
-        book.orders.set(orderId, { status: "failed", sku, qty, amount });
-        throw err;
-      }
-      try {
-        const { chargeId } = await ctx.call(
-          payments,
-          "charge",
-          { orderId, amount },
-          { idempotencyKey: `charge:${orderId}` },
-        );
-        book.orders.set(orderId, { status: "paid", sku, qty, amount });
-        ctx.emit(orderPaid, { orderId, sku, qty });
-        return { orderId, status: "paid" as const, chargeId };
-      } catch (err) {
-        book.orders.set(orderId, { status: "failed", sku, qty, amount });
-        await ctx.call(inventory, "release", { orderId }).catch(() => undefined);
-        throw err;
-      }
-    },
-  });
+        try {
+          const { chargeId } = await ctx.call(
+            payments,
+            "charge",
+            { orderId, amount },
+            { idempotencyKey: `charge:${orderId}` },
+          );
+          book.orders.set(orderId, { status: "paid", sku, qty, amount });
+          ctx.emit(orderPaid, { orderId, sku, qty });
+          return { orderId, status: "paid" as const, chargeId };
+        } catch (err) {
+          // The charge may have landed even though no reply came back: leave the order to
+          // reconciliation, which settles it with payments (charged, or voided for good).
+          if (book.orders.get(orderId)?.status === "pending") {
+            book.orders.set(orderId, { status: "unknown", sku, qty, amount });
+          }
+          throw err;
+        }
+      },
+    })
+    .action("reconcile", {
+      input: z.object({ orderIds: z.array(z.string()).max(1000) }),
+      output: z.object({ paid: z.number().int(), failed: z.number().int() }),
+      idempotent: true,
+      handler: async ({ orderIds }, ctx) => {
+        let paid = 0;
+        let failed = 0;
+        for (const orderId of orderIds) {
+          const order = book.orders.get(orderId);
+          if (order === undefined || (order.status !== "unknown" && order.status !== "pending")) {
+            continue;
+          }
+          const settled = await ctx.call(payments, "settle", {
+            idempotencyKey: `charge:${orderId}`,
+          });
+          if (settled.outcome === "charged") {
+            book.orders.set(orderId, { ...order, status: "paid" });
+            ctx.emit(orderPaid, { orderId, sku: order.sku, qty: order.qty });
+            paid++;
+          } else {
+            await ctx.call(inventory, "release", { orderId });
+            book.orders.set(orderId, { ...order, status: "failed" });
+            failed++;
+          }
+        }
+        return { paid, failed };
+      },
+    });
 }

@@ -18,10 +18,19 @@ export interface Charge {
 export class Ledger {
   readonly byKey = new Map<string, Charge>();
   readonly byOrder = new Map<string, Charge[]>();
+  /** Idempotency keys voided by reconciliation: a late charge with one is refused. */
+  readonly voided = new Set<string>();
+  /** Told of every charge as it lands, with how many charges its order now has. */
+  onCharge: ((charge: Charge, chargesForOrder: number) => void) | undefined;
   #next = 0;
 
   /** Charges once per idempotency key; a repeat returns the first charge. */
   charge(orderId: string, amount: number, idempotencyKey: string, node: string): Charge {
+    if (this.voided.has(idempotencyKey)) {
+      throw new KeelError("FAILED_PRECONDITION", "this charge was voided by reconciliation", {
+        details: { idempotencyKey },
+      });
+    }
     const existing = this.byKey.get(idempotencyKey);
     if (existing !== undefined) {
       if (existing.orderId !== orderId || existing.amount !== amount) {
@@ -38,6 +47,17 @@ export class Ledger {
     return this.chargeWithoutKey(orderId, amount, idempotencyKey, node);
   }
 
+  /**
+   * Settles a charge whose outcome its caller never learned: `charged` if it landed, otherwise
+   * `voided`, after which a late charge with the same key is refused. Repeats give the same answer.
+   */
+  settle(idempotencyKey: string): { outcome: "charged"; chargeId: string } | { outcome: "voided" } {
+    const existing = this.byKey.get(idempotencyKey);
+    if (existing !== undefined) return { outcome: "charged", chargeId: existing.chargeId };
+    this.voided.add(idempotencyKey);
+    return { outcome: "voided" };
+  }
+
   /** What a buggy, non-idempotent handler would do. */
   chargeWithoutKey(orderId: string, amount: number, idempotencyKey: string, node: string): Charge {
     const charge: Charge = {
@@ -51,6 +71,7 @@ export class Ledger {
     const list = this.byOrder.get(orderId) ?? [];
     list.push(charge);
     this.byOrder.set(orderId, list);
+    this.onCharge?.(charge, list.length);
     return charge;
   }
 }
@@ -101,8 +122,8 @@ export class Stock {
   }
 }
 
-/** Order status as the orders service records it. */
-export type OrderStatus = "pending" | "paid" | "rejected" | "failed";
+/** Order status as the orders service records it; `unknown` waits for reconciliation. */
+export type OrderStatus = "pending" | "unknown" | "paid" | "rejected" | "failed";
 
 /** The orders table. */
 export class OrderBook {

@@ -2,6 +2,25 @@
  * @keel/sim: deterministic simulation of Keel clusters, and the checkers that judge what clients saw.
  * @module
  */
+
+export { type Guard, installGuard, NondeterminismError } from "./env/guard.ts";
+export {
+  type ClockSettings,
+  NodeClock,
+  type RunStop,
+  type TieBreak,
+} from "./env/world.ts";
+export {
+  decodePlan,
+  describeStep,
+  drawPlan,
+  encodePlan,
+  FAULT_KINDS,
+  type FaultKind,
+  type FaultOptions,
+  type FaultStep,
+  type NemesisProfile,
+} from "./faults.ts";
 export {
   createHistory,
   type FailedOperation,
@@ -59,3 +78,35 @@ export {
   type Reordering,
   type SentMessage,
 } from "./queue-checker.ts";
+export {
+  checkDeterminism,
+  type DeterminismReport,
+  defineScenario,
+  type Phase,
+  type RunChoices,
+  type RunInfo,
+  type RunOptions,
+  type RunReport,
+  replayArgs,
+  runScenario,
+  type Scenario,
+} from "./scenario.ts";
+export {
+  describeShrink,
+  formatTimeline,
+  type ShrinkOptions,
+  type ShrinkResult,
+  shrink,
+} from "./shrink.ts";
+export {
+  type ClockOptions,
+  createSimulation,
+  type Failure,
+  type NodeLife,
+  type SimNode,
+  type SimNodeOptions,
+  Simulation,
+  type SimulationOptions,
+  SimulationStuckError,
+  type TimelineEntry,
+} from "./simulation.ts";

@@ -1,0 +1,378 @@
+/**
+ * The world's scheduler: one queue of events ordered by (virtual time, tie-break, sequence), time
+ * that jumps to the next event, and a handoff that lets every woken task run until it blocks again
+ * before the next event fires. Per-node clocks (skew, drift, jumps) and Envs are built on it.
+ *
+ * This file lives under `env/` because it binds the Env: it is the one place in `sim` that touches
+ * the host's scheduling (`process.nextTick`, for the handoff).
+ * @module
+ */
+import { createRandom, type Env, type Random, type Seed, type TimerHandle } from "@keel/core";
+
+function fnv(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+/** Who an event belongs to: a node's process (paused or killed with it), or the world itself. */
+export interface Owner {
+  readonly id: string;
+  /** Set while the process is paused: its events wait, in order, until it resumes. */
+  paused: boolean;
+  /** Set when the process dies: its pending events are dropped. */
+  dead: boolean;
+  /** Events that came due while paused. */
+  readonly held: WorldEvent[];
+}
+
+/** One scheduled event. */
+export interface WorldEvent {
+  at: number;
+  tie: number;
+  readonly seq: number;
+  readonly owner: Owner | undefined;
+  readonly kind: string;
+  fn: (() => void) | undefined;
+}
+
+/** How same-time events are ordered: by a seeded draw (explores interleavings) or first come. */
+export type TieBreak = "random" | "fifo";
+
+/** Why `run` returned. */
+export type RunStop = "done" | "idle" | "time-limit" | "event-limit";
+
+function before(a: WorldEvent, b: WorldEvent): boolean {
+  return a.at < b.at || (a.at === b.at && (a.tie < b.tie || (a.tie === b.tie && a.seq < b.seq)));
+}
+
+/**
+ * Lets every pending promise continuation run. A `nextTick` queued from a promise job runs only once
+ * V8's microtask queue is empty, so when this resolves, every task the last event woke has blocked
+ * again on something the world controls (a timer, a frame, a promise only an event can settle).
+ */
+const quiesce = (): Promise<void> => new Promise((resolve) => process.nextTick(resolve));
+
+const MIX = 0x9e3779b1;
+
+/** The discrete-event core of a simulation. */
+export class World {
+  now = 0;
+  readonly wallStart: number;
+  readonly ties: TieBreak;
+  readonly #tieRandom: Random;
+  readonly #heap: WorldEvent[] = [];
+  #seq = 0;
+  #fired = 0;
+  #hash = 0x811c9dc5;
+  /** Per-event hashes and kinds, kept only when tracing (for the determinism self-check). */
+  readonly #trace: { hashes: number[]; labels: string[] } | undefined;
+  #stopRequested = false;
+
+  constructor(options: {
+    readonly seed: Seed;
+    readonly ties?: TieBreak;
+    readonly wallStart?: number;
+    readonly trace?: boolean;
+  }) {
+    this.wallStart = options.wallStart ?? Date.UTC(2026, 0, 1);
+    this.ties = options.ties ?? "random";
+    this.#tieRandom = createRandom(options.seed).split("world:ties");
+    this.#trace = options.trace === true ? { hashes: [], labels: [] } : undefined;
+  }
+
+  /** Events fired so far. */
+  get fired(): number {
+    return this.#fired;
+  }
+
+  /** Events waiting. */
+  get pending(): number {
+    return this.#heap.length;
+  }
+
+  /** The rolling hash of every event fired and every random draw made so far. */
+  get hash(): number {
+    return this.#hash >>> 0;
+  }
+
+  /** Per-event hashes and labels when constructed with `trace: true`. */
+  get trace():
+    | { readonly hashes: readonly number[]; readonly labels: readonly string[] }
+    | undefined {
+    return this.#trace;
+  }
+
+  /** Folds a value into the rolling hash (events, random draws). */
+  mix(value: number): void {
+    let h = Math.imul(this.#hash ^ (value | 0), MIX);
+    h ^= h >>> 15;
+    this.#hash = h;
+  }
+
+  /** Schedules `fn` after `delay` ms of world time. */
+  schedule(owner: Owner | undefined, delay: number, kind: string, fn: () => void): WorldEvent {
+    const seq = ++this.#seq;
+    const event: WorldEvent = {
+      at: this.now + (delay > 0 ? delay : 0),
+      tie: this.ties === "random" ? this.#tieRandom.int(0x40000000) : 0,
+      seq,
+      owner,
+      kind,
+      fn,
+    };
+    this.#push(event);
+    return event;
+  }
+
+  /** Cancels an event; cancelling a fired or cancelled one does nothing. */
+  cancel(event: WorldEvent): void {
+    event.fn = undefined;
+  }
+
+  /** Puts events held for a paused owner back on the queue, due now, in the order they came due. */
+  release(owner: Owner): void {
+    const held = owner.held.splice(0);
+    for (const event of held) {
+      event.at = this.now;
+      event.tie = 0;
+      this.#push(event);
+    }
+  }
+
+  /** Asks a running `run` to return after the current event. */
+  requestStop(): void {
+    this.#stopRequested = true;
+  }
+
+  /**
+   * Fires events in order, handing off to woken tasks after each, until `done()` holds, nothing is
+   * left, world time would pass `until`, or `maxEvents` have fired.
+   */
+  async run(done: () => boolean, until: number, maxEvents: number): Promise<RunStop> {
+    const heap = this.#heap;
+    const trace = this.#trace;
+    const limit = this.#fired + maxEvents;
+    this.#stopRequested = false;
+    for (;;) {
+      await quiesce();
+      if (done() || this.#stopRequested) return "done";
+      let event = heap[0];
+      while (event !== undefined && event.fn === undefined) {
+        this.#pop();
+        event = heap[0];
+      }
+      if (event === undefined) return "idle";
+      if (event.at > until) {
+        this.now = Math.max(this.now, until);
+        return "time-limit";
+      }
+      if (this.#fired >= limit) return "event-limit";
+      this.#pop();
+      const owner = event.owner;
+      if (owner !== undefined) {
+        if (owner.dead) continue;
+        if (owner.paused) {
+          owner.held.push(event);
+          continue;
+        }
+      }
+      if (event.at > this.now) this.now = event.at;
+      const fn = event.fn as () => void;
+      event.fn = undefined;
+      this.#fired++;
+      this.mix(event.seq);
+      if (trace !== undefined) {
+        trace.hashes.push(this.#hash >>> 0);
+        trace.labels.push(
+          `${event.kind}${owner === undefined ? "" : `@${owner.id}`} t=${this.now}`,
+        );
+      }
+      fn();
+    }
+  }
+
+  #push(event: WorldEvent): void {
+    const items = this.#heap;
+    items.push(event);
+    let i = items.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      const p = items[parent] as WorldEvent;
+      if (!before(event, p)) break;
+      items[i] = p;
+      i = parent;
+    }
+    items[i] = event;
+  }
+
+  #pop(): void {
+    const items = this.#heap;
+    const last = items.pop();
+    if (items.length === 0 || last === undefined) return;
+    const n = items.length;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      let m = l;
+      if (r < n && before(items[r] as WorldEvent, items[l] as WorldEvent)) m = r;
+      if (!before(items[m] as WorldEvent, last)) break;
+      items[i] = items[m] as WorldEvent;
+      i = m;
+    }
+    items[i] = last;
+  }
+}
+
+/** A random stream whose every draw is folded into the world's rolling hash. */
+class TracedRandom implements Random {
+  readonly #inner: Random;
+  readonly #world: World;
+
+  constructor(inner: Random, world: World) {
+    this.#inner = inner;
+    this.#world = world;
+  }
+
+  next(): number {
+    const v = this.#inner.next();
+    this.#world.mix(v * 4294967296);
+    return v;
+  }
+
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+
+  split(label: string): Random {
+    return new TracedRandom(this.#inner.split(label), this.#world);
+  }
+
+  hex(bytes: number): string {
+    const out = this.#inner.hex(bytes);
+    this.#world.mix(fnv(out));
+    return out;
+  }
+
+  id(): string {
+    return this.hex(16);
+  }
+}
+
+/** Wraps a random stream so its draws count towards the world's determinism hash. */
+export function tracedRandom(inner: Random, world: World): Random {
+  return new TracedRandom(inner, world);
+}
+
+/** How a node's clock relates to world time. */
+export interface ClockSettings {
+  /** Wall-clock offset from true time, in ms (positive: ahead). */
+  readonly skewMs?: number;
+  /** Rate error in parts per million (positive: the node's clock runs fast). */
+  readonly driftPpm?: number;
+}
+
+/**
+ * A node's own clock: monotonic time runs at `1 + drift` of world time; wall time adds a skew that
+ * can jump. Timers are set in the node's time and fire when the node's clock reaches them.
+ */
+export class NodeClock {
+  readonly #world: World;
+  #anchorWorld: number;
+  #anchorLocal: number;
+  #rate: number;
+  #wallOffset: number;
+
+  constructor(world: World, settings: ClockSettings = {}) {
+    this.#world = world;
+    this.#anchorWorld = world.now;
+    this.#anchorLocal = world.now;
+    this.#rate = 1 + (settings.driftPpm ?? 0) / 1e6;
+    this.#wallOffset = settings.skewMs ?? 0;
+  }
+
+  now(): number {
+    return this.#anchorLocal + (this.#world.now - this.#anchorWorld) * this.#rate;
+  }
+
+  wallNow(): number {
+    return this.#world.wallStart + this.now() + this.#wallOffset;
+  }
+
+  /** World-time delay for `ms` of this node's time. */
+  toWorld(ms: number): number {
+    return ms / this.#rate;
+  }
+
+  /** Moves the wall clock by `deltaMs` (NTP step, VM migration); monotonic time never jumps. */
+  jump(deltaMs: number): void {
+    this.#wallOffset += deltaMs;
+  }
+
+  /** Changes the drift from now on (timers already set keep their world due time). */
+  setDrift(driftPpm: number): void {
+    this.#anchorLocal = this.now();
+    this.#anchorWorld = this.#world.now;
+    this.#rate = 1 + driftPpm / 1e6;
+  }
+
+  get skewMs(): number {
+    return this.#wallOffset;
+  }
+
+  get driftPpm(): number {
+    return (this.#rate - 1) * 1e6;
+  }
+}
+
+interface WorldHandle extends TimerHandle {
+  readonly event: WorldEvent;
+}
+
+/** Builds an Env whose time is `clock`, whose timers belong to `owner`, and whose random is `random`. */
+export function worldEnv(
+  world: World,
+  owner: Owner | undefined,
+  clock: NodeClock | undefined,
+  random: Random,
+): Env {
+  const timers: Env["timers"] = {
+    schedule(fn, ms) {
+      const delay = clock === undefined ? ms : clock.toWorld(ms);
+      const event = world.schedule(owner, delay, "timer", fn);
+      return { id: event.seq, event } satisfies WorldHandle;
+    },
+    cancel(handle) {
+      const event = (handle as Partial<WorldHandle>).event;
+      if (event !== undefined) world.cancel(event);
+    },
+    sleep(ms, signal) {
+      return new Promise<void>((resolve, reject) => {
+        if (signal?.aborted === true) {
+          reject(signal.reason);
+          return;
+        }
+        if (signal === undefined) {
+          timers.schedule(resolve, ms);
+          return;
+        }
+        const onAbort = () => {
+          timers.cancel(handle);
+          reject(signal.reason);
+        };
+        const handle = timers.schedule(() => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        }, ms);
+        signal.addEventListener("abort", onAbort, { once: true });
+      });
+    },
+  };
+  const worldClock = {
+    now: () => world.now,
+    wallNow: () => world.wallStart + world.now,
+  };
+  return { clock: clock ?? worldClock, timers, random };
+}

@@ -114,7 +114,7 @@ export class World {
   schedule(owner: Owner | undefined, delay: number, kind: string, fn: () => void): WorldEvent {
     const seq = ++this.#seq;
     const event: WorldEvent = {
-      at: this.now + (delay > 0 ? delay : 0),
+      at: this.now + Math.max(delay, 0),
       tie: this.ties === "random" ? this.#tieRandom.int(0x40000000) : 0,
       seq,
       owner,

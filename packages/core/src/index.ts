@@ -27,6 +27,25 @@ export {
   type KeelErrorOptions,
   type WireError,
 } from "./errors/index.ts";
+export { KEEL_METRICS, type KeelMetricInfo } from "./observability/keel-metrics.ts";
+export {
+  type Counter,
+  type CounterSeries,
+  createMemoryMetrics,
+  DEFAULT_SECONDS_BUCKETS,
+  type Gauge,
+  type GaugeSeries,
+  type Histogram,
+  type HistogramOptions,
+  type HistogramSeries,
+  type LabelValues,
+  type MemoryMetrics,
+  type MetricFamily,
+  type MetricOptions,
+  type Metrics,
+  noopMetrics,
+  type SeriesSnapshot,
+} from "./observability/metrics.ts";
 export {
   type AdaptiveAlgorithm,
   type AdaptiveLimitOptions,

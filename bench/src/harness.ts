@@ -13,6 +13,27 @@ export interface BenchCase {
   readonly batch?: number;
 }
 
+/** What a self-measuring case reports for one measurement. */
+export interface Measurement {
+  readonly ops: number;
+  readonly elapsedMs: number;
+  /** Further figures of this measurement (latency percentiles, CPU per op), by name. */
+  readonly metrics?: Readonly<Record<string, number>>;
+}
+
+/**
+ * A case that measures itself, e.g. by asking another process to run a load: it runs within the
+ * given time and operation bounds and reports what it did.
+ */
+export interface MeasuredCase {
+  readonly id: string;
+  readonly label: string;
+  readonly measure: (seconds: number, maxOps: number) => Promise<Measurement>;
+}
+
+/** A suite's case: an operation the harness loops over, or a case that measures itself. */
+export type SuiteCase = BenchCase | MeasuredCase;
+
 /** A figure computed within each round from two cases, then summarised over rounds. */
 export interface Comparison {
   readonly label: string;
@@ -33,7 +54,7 @@ export interface Suite {
   readonly description: string;
   /** Id of the case every other case is paired against in each round. */
   readonly reference: string;
-  readonly cases: readonly BenchCase[];
+  readonly cases: readonly SuiteCase[];
   readonly comparisons?: readonly Comparison[];
   /** Lines printed under the tables (what each case is, caveats). */
   readonly notes?: readonly string[];
@@ -125,6 +146,8 @@ export interface Sample {
   readonly elapsedMs: number;
   readonly opsPerSec: number;
   readonly nsPerOp: number;
+  /** A self-measuring case's further figures. */
+  readonly metrics?: Readonly<Record<string, number>>;
 }
 
 /** A case's figures over all rounds. */
@@ -135,6 +158,8 @@ export interface CaseResult {
   readonly nsPerOp: Stat;
   /** Paired per round: this case's ops/s over the reference's ops/s. */
   readonly vsReference: Stat;
+  /** A self-measuring case's further figures, summarised over rounds, by name. */
+  readonly metrics: Readonly<Record<string, Stat>>;
   readonly samples: readonly Sample[];
 }
 
@@ -217,12 +242,31 @@ async function measure(op: () => unknown, seconds: number, maxOps: number, batch
   return { ops, elapsedMs };
 }
 
-async function measureCase(c: BenchCase, seconds: number, maxOps: number, batch: number) {
+async function measureCase(
+  c: SuiteCase,
+  seconds: number,
+  maxOps: number,
+  batch: number,
+): Promise<Measurement> {
   try {
+    if ("measure" in c) return await c.measure(seconds, maxOps);
     return await measure(c.op, seconds, maxOps, c.batch ?? batch);
   } catch (err) {
     throw new Error(`case '${c.id}' failed while measured`, { cause: err });
   }
+}
+
+/** Each metric's median, min and max over the samples that report it. */
+function summariseMetrics(list: readonly Sample[]): Record<string, Stat> {
+  const byName = new Map<string, number[]>();
+  for (const s of list) {
+    for (const [name, value] of Object.entries(s.metrics ?? {})) {
+      const values = byName.get(name);
+      if (values === undefined) byName.set(name, [value]);
+      else values.push(value);
+    }
+  }
+  return Object.fromEntries([...byName].map(([name, values]) => [name, stat(values)]));
 }
 
 /** The cases in round `r`'s order: the list rotated by `r`, so every case takes every position. */
@@ -256,16 +300,22 @@ export async function runSuite(suite: Suite, options: HarnessOptions): Promise<S
     const order = rotate(cases, round);
     const line: string[] = [];
     for (const [position, c] of order.entries()) {
-      const { ops, elapsedMs } = await measureCase(
+      const { ops, elapsedMs, metrics } = await measureCase(
         c,
         options.seconds,
         options.maxOps,
         options.batch,
       );
       const opsPerSec = ops / (elapsedMs / 1000);
-      samples
-        .get(c.id)!
-        .push({ round, position, ops, elapsedMs, opsPerSec, nsPerOp: (elapsedMs * 1e6) / ops });
+      samples.get(c.id)!.push({
+        round,
+        position,
+        ops,
+        elapsedMs,
+        opsPerSec,
+        nsPerOp: (elapsedMs * 1e6) / ops,
+        ...(metrics === undefined ? {} : { metrics }),
+      });
       line.push(`${c.id} ${formatOps(opsPerSec)}`);
     }
     log(`round ${round + 1}/${options.rounds}: ${line.join(", ")}`);
@@ -284,6 +334,7 @@ export async function runSuite(suite: Suite, options: HarnessOptions): Promise<S
       vsReference: stat(
         rounds.map((r) => ofRound(c.id, r).opsPerSec / ofRound(suite.reference, r).opsPerSec),
       ),
+      metrics: summariseMetrics(list),
       samples: list,
     };
   });
@@ -397,6 +448,18 @@ export function report(result: SuiteResult): string {
       ]),
     ),
   );
+  const metricNames = [...new Set(result.cases.flatMap((c) => Object.keys(c.metrics)))];
+  if (metricNames.length > 0) {
+    const cell = (s: Stat | undefined) =>
+      s === undefined ? "" : `${formatNs(s.median)} (${range(s, formatNs)})`;
+    out.push("");
+    out.push(
+      table(
+        ["case", ...metricNames.map((m) => `${m} median (min – max)`)],
+        result.cases.map((c) => [c.id, ...metricNames.map((m) => cell(c.metrics[m]))]),
+      ),
+    );
+  }
   out.push("");
   const width = Math.max(...result.cases.map((c) => c.id.length));
   for (const c of result.cases) out.push(`  ${c.id.padEnd(width)}  ${c.label}`);

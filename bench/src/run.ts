@@ -12,7 +12,7 @@ import {
 /** A benchmark module: builds its suite (starting what it needs) and takes it down after. */
 interface Benchmark {
   readonly description: string;
-  load(): Promise<{ prepare(): Promise<PreparedSuite> }>;
+  load(): Promise<{ prepare(options: HarnessOptions): Promise<PreparedSuite> }>;
 }
 
 const BENCHMARKS: Readonly<Record<string, Benchmark>> = {
@@ -29,6 +29,11 @@ const BENCHMARKS: Readonly<Record<string, Benchmark>> = {
     description:
       "retry + circuit breaker + timeout per call: keel pipeline vs cockatiel, opossum, Moleculer, hand-written floor",
     load: () => import("./policies.ts"),
+  },
+  nats: {
+    description:
+      "request/reply across processes over a private nats-server, concurrency 1 and 100: raw NATS limit, request(), keel, Moleculer; idle RSS",
+    load: () => import("./nats.ts"),
   },
 };
 
@@ -179,7 +184,7 @@ async function main(): Promise<number> {
   const run: HarnessOptions = { ...options, source: sourceInfo() };
   const { prepare } = await benchmark.load();
   options.progress(`${name}: preparing`);
-  const { suite, teardown } = await prepare();
+  const { suite, teardown } = await prepare(run);
   try {
     const result = await runSuite(suite, run);
     process.stdout.write(json ? `${JSON.stringify(result, null, 2)}\n` : `\n${report(result)}\n`);

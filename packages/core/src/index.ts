@@ -122,6 +122,7 @@ export {
   type Context,
   createJsonLogger,
   createNode,
+  DEFAULT_REDACT_KEYS,
   type Decision,
   defineEvent,
   defineService,

@@ -8,6 +8,7 @@ export type {
 } from "./context-types.ts";
 export {
   createJsonLogger,
+  DEFAULT_REDACT_KEYS,
   type JsonLoggerOptions,
   type Logger,
   type LogLevel,

@@ -105,6 +105,8 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   readonly id: string;
   readonly env: Env;
   readonly log: Logger;
+  /** The node's own lines (module `keel.node`). */
+  readonly #log: Logger;
   readonly stats: NodeStats = {
     callsStarted: 0,
     requestsHandled: 0,
@@ -136,6 +138,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     this.log = (options.logger ?? createJsonLogger({ clock: this.env.clock })).child({
       node: options.id,
     });
+    this.#log = this.log.child({ module: "keel.node" });
     this.#transport = options.transport;
     this.#codec = options.codec ?? jsonCodec;
     this.#deadlines = new TimerQueue(this.env);
@@ -233,7 +236,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     // retryable UNAVAILABLE, rather than at their deadlines.
     this.#statusWatch = this.#transport.onStatus?.((status) => {
       if (status === "connected" || shared.state === "stopped") return;
-      this.log.warn({ status }, "transport connection lost");
+      this.#log.warn({ status }, "transport connection lost");
       this.#calls.settleAll(
         unavailable(`node '${this.id}' lost its transport connection (${status})`),
       );
@@ -315,11 +318,11 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     try {
       for await (const inbound of this.#transport) this.#onFrame(inbound);
     } catch (err) {
-      this.log.error({ err }, "transport receive loop failed");
+      this.#log.error({ err }, "transport receive loop failed");
     }
     if (this.#shared.state !== "stopped") {
       // The transport ended on its own (closed for good): a node that cannot hear is down.
-      this.log.error({}, "transport closed underneath the node: stopping");
+      this.#log.error({}, "transport closed underneath the node: stopping");
       this.crash();
     }
   }
@@ -337,7 +340,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       this.#dispatch(frame);
     } catch (err) {
       // A bug in a handler path must not end the receive loop.
-      this.log.error({ err, kind: frame.k, peer: frame.from }, "failed to process a frame");
+      this.#log.error({ err, kind: frame.k, peer: frame.from }, "failed to process a frame");
     }
   }
 
@@ -345,7 +348,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     this.stats.protocolErrors++;
     const violation = err instanceof ProtocolViolation ? err : undefined;
     const sender = inbound.from ?? violation?.frameFrom;
-    this.log.warn(
+    this.#log.warn(
       { err, peer: sender, kind: violation?.frameKind, bytes: inbound.frame.byteLength },
       "refused a malformed frame",
     );
@@ -357,7 +360,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       try {
         this.#transport.send(sender, encodeChecked(this.#codec, frame, this.#shared.maxFrameBytes));
       } catch (e) {
-        this.log.warn({ err: e, peer: sender }, "frame refused before sending");
+        this.#log.warn({ err: e, peer: sender }, "frame refused before sending");
       }
     };
     // Answer a request by its id so the caller fails fast; never answer replies or protocol errors.
@@ -408,7 +411,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
         break;
       case "perr":
         this.stats.protocolErrors++;
-        this.log.warn(
+        this.#log.warn(
           { peer: frame.from, err: frame.err },
           "a peer refused a frame from this node",
         );

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError, InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import { call } from "./call.ts";
+import { type LogLevels, parseLogLevels } from "./log.ts";
 import { start } from "./start.ts";
 import { EXIT, parsePort, parsePositiveInt, UsageError } from "./usage.ts";
 
@@ -67,6 +68,15 @@ export function buildProgram(onExit: (code: number) => void) {
       ).argParser(arg(parsePositiveInt, "--grace-ms")),
     )
     .option("--json", "log JSON lines instead of text", false)
+    .addOption(
+      new Option(
+        "--log-level <levels>",
+        "base level and levels per module, e.g. info,keel.calls=debug,orders=debug",
+      )
+        .env("KEEL_LOG_LEVEL")
+        .default(parseLogLevels("info") as LogLevels, "info")
+        .argParser(arg((v) => parseLogLevels(v), "--log-level")),
+    )
     .exitOverride()
     .action(async (module, o) => {
       onExit(
@@ -74,6 +84,7 @@ export function buildProgram(onExit: (code: number) => void) {
           nats: o.nats,
           codec: o.codec,
           json: o.json,
+          log: o.logLevel,
           ...(o.id === undefined ? {} : { id: o.id }),
           ...(o.cluster === undefined ? {} : { cluster: o.cluster }),
           ...(o.adminPort === undefined ? {} : { adminPort: o.adminPort }),

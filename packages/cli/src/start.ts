@@ -3,7 +3,7 @@ import { type Codec, createNode, createRealEnv, jsonCodec } from "@keel/core";
 import { msgpackCodec } from "@keel/core/msgpack";
 import { createNatsTransport, serveDiscovery } from "@keel/nats";
 import { type AdminServer, startAdminServer } from "./admin.ts";
-import { cliLogger } from "./log.ts";
+import { cliLogger, type LogLevels } from "./log.ts";
 import { loadServices } from "./services.ts";
 import { EXIT } from "./usage.ts";
 
@@ -16,6 +16,8 @@ export interface StartOptions {
   readonly adminPort?: number;
   readonly graceMs?: number;
   readonly json: boolean;
+  /** `--log-level`: the base level and levels per module. */
+  readonly log?: LogLevels;
 }
 
 /** The codec named on the command line. */
@@ -30,14 +32,14 @@ export function codecOf(name: "msgpack" | "json"): Codec {
 export async function start(modulePath: string, options: StartOptions): Promise<number> {
   const services = await loadServices(modulePath);
   const env = createRealEnv();
-  const log = cliLogger(options.json, env.clock);
+  const log = cliLogger(options.json, env.clock, options.log?.level, options.log?.levels);
   const id = options.id ?? `${hostname()}-${process.pid}`;
   const cluster = options.cluster === undefined ? {} : { cluster: options.cluster };
   const transport = createNatsTransport({
     nodeId: id,
     servers: options.nats.split(",").map((s) => s.trim()),
     env,
-    logger: log.child({ component: "nats" }),
+    logger: log.child({ module: "keel.nats" }),
     ...cluster,
   });
   const node = createNode({
@@ -85,7 +87,7 @@ export async function start(modulePath: string, options: StartOptions): Promise<
       serveDiscovery(transport.connection(), {
         node,
         services,
-        logger: log.child({ component: "srv-discovery" }),
+        logger: log.child({ module: "keel.srv" }),
         ...cluster,
       });
     }

@@ -3,6 +3,12 @@
  * @module
  */
 export {
+  type AdminServer,
+  type AdminServerOptions,
+  type MetricsEndpoint,
+  startAdminServer,
+} from "./admin/index.ts";
+export {
   type Clock,
   createRandom,
   createRealEnv,
@@ -134,6 +140,7 @@ export {
   type KeelNode,
   type Logger,
   type LogLevel,
+  type NodeHealth,
   type NodeOptions,
   type NodeRecord,
   type NodeState,

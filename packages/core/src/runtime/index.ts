@@ -18,6 +18,7 @@ export {
   createNode,
   type Decision,
   type KeelNode,
+  type NodeHealth,
   type NodeOptions,
   type NodeState,
   type NodeStats,

@@ -4,7 +4,7 @@ import { NodeMetrics } from "../observability/keel-metrics.ts";
 import { type Span, Tracing } from "../observability/tracing.ts";
 import { adaptiveLimit, bulkhead, tokenBucket } from "../policies/index.ts";
 import { TimerQueue } from "../policies/timer-queue.ts";
-import type { InboundFrame, Transport } from "../transport/index.ts";
+import type { InboundFrame, Transport, TransportStatus } from "../transport/index.ts";
 import {
   type Codec,
   type Envelope,
@@ -45,6 +45,20 @@ import type {
 export type { Decision, NodeState, NodeStats } from "./node-shared.ts";
 export type { NodeOptions } from "./options.ts";
 
+/** A node's health, as `/health/ready` reports it. */
+export interface NodeHealth {
+  readonly state: NodeState;
+  /** The transport's connection, as it last reported it (`connected` once started). */
+  readonly transport: TransportStatus;
+  /**
+   * True once the node has had one heartbeat interval since joining to hear its peers'
+   * announcements, so its registry reflects the cluster.
+   */
+  readonly registrySynced: boolean;
+  /** Ready for traffic: state `ready`, transport connected and registry synced. */
+  readonly ready: boolean;
+}
+
 /** Options for `stop()`. */
 export interface StopOptions {
   /** Overrides the node's `drainGraceMs`. */
@@ -70,6 +84,8 @@ export interface KeelNode extends Caller {
   waitForEndpoints(service: AnyService, count?: number, timeoutMs?: number): Promise<void>;
   /** Listens to resilience decisions (retries, failovers, breaker transitions, shedding). */
   onDecision(listener: (decision: Decision) => void): () => void;
+  /** What health probes report: `ready` when serving, connected and synced with the cluster. */
+  health(): NodeHealth;
 }
 
 /** Builds the server-side limits of a service's actions on one node (throws CONFIGURATION). */
@@ -130,6 +146,9 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   #receiving: Promise<void> | undefined;
   #statusWatch: Disposable | undefined;
   #stopping: Promise<void> | undefined;
+  #transportStatus: TransportStatus = "disconnected";
+  /** When the registry counts as synced (one heartbeat after joining). */
+  #syncedAt = Number.POSITIVE_INFINITY;
 
   constructor(options: NodeOptions) {
     this.#settings = resolveSettings(options);
@@ -190,6 +209,14 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     this.#events = new Events(shared);
   }
 
+  health(): NodeHealth {
+    const state = this.#shared.state;
+    const transport = this.#transportStatus;
+    const registrySynced = this.env.clock.now() >= this.#syncedAt;
+    const ready = state === "ready" && transport === "connected" && registrySynced;
+    return { state, transport, registrySynced, ready };
+  }
+
   get state(): NodeState {
     return this.#shared.state;
   }
@@ -234,7 +261,9 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       shared.maxFrameBytes = transportMax;
     // Replies cannot come back over a lost connection: fail the calls waiting for them now, as
     // retryable UNAVAILABLE, rather than at their deadlines.
+    this.#transportStatus = "connected";
     this.#statusWatch = this.#transport.onStatus?.((status) => {
+      this.#transportStatus = status;
       if (status === "connected" || shared.state === "stopped") return;
       this.#log.warn({ status }, "transport connection lost");
       this.#calls.settleAll(
@@ -244,6 +273,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     this.#receiving = this.#receive();
     this.#setState("ready");
     this.#discovery.join();
+    this.#syncedAt = this.env.clock.now() + this.#settings.heartbeatMs;
   }
 
   stop(options: StopOptions = {}): Promise<void> {
@@ -284,6 +314,7 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     this.#deadlines.dispose();
     this.#calls.settleAll(reason);
     this.#shared.metrics?.stop();
+    this.#transportStatus = "disconnected";
     this.#statusWatch?.[Symbol.dispose]();
     await this.#transport.close();
     await this.#receiving;

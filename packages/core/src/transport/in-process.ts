@@ -65,6 +65,21 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
   const blocked = new Set<string>();
   /** Per directed link: when its last frame is due, so an in-order link never lets one overtake. */
   const lastDue = new Map<string, number>();
+  /** Per sender: the receiver's link key, so routing a frame builds no string. */
+  const keys = new Map<string, Map<string, string>>();
+  const keyOf = (from: string, to: string): string => {
+    let byTo = keys.get(from);
+    if (byTo === undefined) {
+      byTo = new Map();
+      keys.set(from, byTo);
+    }
+    let key = byTo.get(to);
+    if (key === undefined) {
+      key = linkKey(from, to);
+      byTo.set(to, key);
+    }
+    return key;
+  };
   const isolated = new Set<string>();
   let defaults: LinkFaults = checkFaults(options.faults ?? {});
   const stats: NetworkStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, blocked: 0 };
@@ -81,14 +96,15 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
 
   const route = (from: string, to: string, frame: Uint8Array): void => {
     stats.sent++;
+    const key = keyOf(from, to);
     if (
-      (blocked.size > 0 && blocked.has(linkKey(from, to))) ||
+      (blocked.size > 0 && blocked.has(key)) ||
       (isolated.size > 0 && (isolated.has(from) || isolated.has(to)))
     ) {
       stats.blocked++;
       return;
     }
-    const faults = links.size > 0 ? (links.get(linkKey(from, to)) ?? defaults) : defaults;
+    const faults = links.size > 0 ? (links.get(key) ?? defaults) : defaults;
     if (faults.drop !== undefined && faults.drop > 0 && random.next() < faults.drop) {
       stats.dropped++;
       return;
@@ -104,7 +120,6 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
     for (let i = 0; i < copies; i++) {
       let due = now + drawLatency(faults.latency, random);
       if (faults.reorder !== true && (faults.latency !== undefined || lastDue.size > 0)) {
-        const key = linkKey(from, to);
         const last = lastDue.get(key);
         if (last !== undefined && last > due) due = last;
         lastDue.set(key, due);

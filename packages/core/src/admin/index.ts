@@ -1,0 +1,6 @@
+export {
+  type AdminServer,
+  type AdminServerOptions,
+  type MetricsEndpoint,
+  startAdminServer,
+} from "./server.ts";

@@ -119,6 +119,7 @@ export {
   type ActionDefinition,
   type ActionLimits,
   type ActionName,
+  type ActionStats,
   type AnyAction,
   type AnyService,
   type BalancerName,

@@ -47,11 +47,17 @@ export interface SrvInfoResponse extends SrvIdentity {
 export interface SrvEndpointStats {
   readonly name: string;
   readonly subject: string;
-  /** Per-action counters are not tracked yet: 0, with the node's totals in `data`. */
+  /** Requests of this action the node finished since discovery started (`node.actionStats()`). */
   readonly num_requests: number;
+  /** Of those, the ones that failed, whatever the code. */
   readonly num_errors: number;
+  /** The last failure as `"CODE: message"`; absent before the first. */
+  readonly last_error?: string;
+  /** Total processing time, in nanoseconds (the protocol's unit). */
   readonly processing_time: number;
+  /** `processing_time / num_requests`, rounded, in nanoseconds; 0 before the first request. */
   readonly average_processing_time: number;
+  /** The node's id, state and totals (`node.stats`). */
   readonly data: unknown;
 }
 
@@ -164,21 +170,35 @@ export function serveDiscovery(nc: NatsConnection, options: DiscoveryOptions): D
     instances.push({ identity, def, ping: encode(ping), info: encode(info) });
   }
 
+  // Counting starts now: STATS reports the requests since `started`.
+  node.actionStats();
   const stats = (inst: Instance): Uint8Array => {
     const data = { node: node.id, state: node.state, nodeStats: { ...node.stats } };
+    const counts = new Map(
+      node
+        .actionStats()
+        .filter((s) => s.service === inst.def.key)
+        .map((s) => [s.action, s]),
+    );
     const body: SrvStatsResponse = {
       type: "io.nats.micro.v1.stats_response",
       ...inst.identity,
       started,
-      endpoints: Object.values(inst.def.actions).map((a) => ({
-        name: a.name,
-        subject,
-        num_requests: 0,
-        num_errors: 0,
-        processing_time: 0,
-        average_processing_time: 0,
-        data,
-      })),
+      endpoints: Object.values(inst.def.actions).map((a) => {
+        const c = counts.get(a.name);
+        const requests = c?.requests ?? 0;
+        const ns = Math.round((c?.processingMs ?? 0) * 1e6);
+        return {
+          name: a.name,
+          subject,
+          num_requests: requests,
+          num_errors: c?.errors ?? 0,
+          ...(c?.lastError === undefined ? {} : { last_error: c.lastError }),
+          processing_time: ns,
+          average_processing_time: requests === 0 ? 0 : Math.round(ns / requests),
+          data,
+        };
+      }),
     };
     return encode(body);
   };

@@ -119,7 +119,53 @@ describe("$SRV discovery: NATS service tooling sees Keel nodes", { timeout: 60_0
     const data = s.endpoints[0]?.data as { node: string; state: string; nodeStats: object };
     assert.equal(data.node, "b");
     assert.equal(data.state, "ready");
-    assert.equal(s.endpoints[0]?.num_requests, 0);
+  });
+
+  it("counts each action's requests, errors and processing time in STATS", async () => {
+    const statsOf = async (name: string, id: string) => {
+      const list = (await all(client.stats(name, id))) as unknown[] as SrvStatsResponse[];
+      assert.equal(list.length, 1);
+      return new Map(list[0]!.endpoints.map((e) => [e.name, e]));
+    };
+    // echo@2 runs on node.a only: b's calls reach it over NATS; one has input its schema refuses.
+    for (let i = 0; i < 5; i++) await b.node.call(echo2, "say", { text: `t${i}` });
+    await assert.rejects(
+      b.node.call(echo2, "say", { text: 7 } as unknown as { text: string }),
+      (err: Error & { code?: string }) => err.code === "INVALID_ARGUMENT",
+    );
+    const v2 = (await statsOf("echo", "node_2Ea-v2")).get("say")!;
+    assert.equal(v2.num_requests, 6);
+    assert.equal(v2.num_errors, 1);
+    assert.match(v2.last_error ?? "", /^INVALID_ARGUMENT: input of echo\.say/);
+    assert.ok(v2.processing_time > 0, "processing time is counted, in ns");
+    assert.equal(v2.average_processing_time, Math.round(v2.processing_time / 6));
+
+    // echo@1 runs on both nodes: the two instances' counts add up to what a (a caller) sent.
+    const before = [await statsOf("echo", "node_2Ea-v1"), await statsOf("echo", "b-v1")];
+    const sum = (maps: Map<string, SrvStatsResponse["endpoints"][number]>[], action: string) =>
+      maps.reduce(
+        (acc, m) => ({
+          requests: acc.requests + (m.get(action)?.num_requests ?? 0),
+          errors: acc.errors + (m.get(action)?.num_errors ?? 0),
+        }),
+        { requests: 0, errors: 0 },
+      );
+    for (let i = 0; i < 4; i++) await a.node.call(echo, "say", { text: "x" });
+    for (let i = 0; i < 3; i++) await assert.rejects(a.node.call(echo, "fail", {}));
+    const after = [await statsOf("echo", "node_2Ea-v1"), await statsOf("echo", "b-v1")];
+    const say = [sum(before, "say"), sum(after, "say")];
+    const fail = [sum(before, "fail"), sum(after, "fail")];
+    assert.deepEqual(
+      { requests: say[1]!.requests - say[0]!.requests, errors: say[1]!.errors - say[0]!.errors },
+      { requests: 4, errors: 0 },
+    );
+    assert.deepEqual(
+      {
+        requests: fail[1]!.requests - fail[0]!.requests,
+        errors: fail[1]!.errors - fail[0]!.errors,
+      },
+      { requests: 3, errors: 3 },
+    );
   });
 
   it("stops answering when the node stops", async () => {

@@ -15,6 +15,7 @@ export {
   silentLogger,
 } from "./logger.ts";
 export {
+  type ActionStats,
   createNode,
   type Decision,
   type KeelNode,

@@ -7,6 +7,7 @@ import type { Scheduled } from "../policies/timer-queue.ts";
 import type { CallerInfo } from "../wire/index.ts";
 import type { CallOptions, Client, Context, EventContext } from "./context-types.ts";
 import type { Logger } from "./logger.ts";
+import type { ActionStatsRecord } from "./node-shared.ts";
 import type { Endpoint } from "./registry.ts";
 import { Scope } from "./scope.ts";
 import type {
@@ -165,6 +166,9 @@ export class Invocation extends CallerBase implements Context, Scheduled {
   servedAt = 0;
   clientMeter: ActionMeter | undefined;
   calledAt = 0;
+  /** The action's request counters, when the node keeps them, and when counting began. */
+  actionStats: ActionStatsRecord | undefined;
+  countedAt = 0;
   /** Neighbours in the node's list of in-flight invocations. */
   prevServing: Invocation | undefined;
   nextServing: Invocation | undefined;

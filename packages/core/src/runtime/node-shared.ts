@@ -36,6 +36,23 @@ export interface NodeStats {
   eventsDelivered: number;
 }
 
+/** Requests one hosted action served since the node began counting (see `KeelNode.actionStats`). */
+export class ActionStatsRecord {
+  requests = 0;
+  errors = 0;
+  /** The last failure's code and message, e.g. `"INVALID_ARGUMENT: input of ..."`. */
+  lastError: string | undefined;
+  /** Total time from arrival to outcome, in ms. */
+  processingMs = 0;
+  readonly service: string;
+  readonly action: string;
+
+  constructor(service: string, action: string) {
+    this.service = service;
+    this.action = action;
+  }
+}
+
 /** The server-side limits of one action on this node, built from its `limits`. */
 export interface ActionGuards {
   readonly bulkhead: BulkheadPolicy | undefined;
@@ -127,6 +144,8 @@ export class NodeShared {
   readonly hosted: ReadonlyMap<string, Hosted>;
   /** The node itself, as handler contexts see it. */
   readonly hooks: RuntimeHooks;
+  /** Per-action request counters, by action definition, once something asked for them. */
+  actionStats: Map<AnyAction, ActionStatsRecord> | undefined;
   /** The node's lifecycle state; the node updates it. */
   state: NodeState = "created";
   readonly #transport: Transport;

@@ -21,6 +21,7 @@ import type { Invocation, RuntimeHooks } from "./invocation.ts";
 import { createJsonLogger, type Logger } from "./logger.ts";
 import {
   type ActionGuards,
+  ActionStatsRecord,
   type Decision,
   type Hosted,
   NodeShared,
@@ -35,6 +36,7 @@ import type { Scope } from "./scope.ts";
 import { Server } from "./server.ts";
 import type {
   ActionName,
+  AnyAction,
   AnyService,
   EventDefinition,
   InputOf,
@@ -57,6 +59,21 @@ export interface NodeHealth {
   readonly registrySynced: boolean;
   /** Ready for traffic: state `ready`, transport connected and registry synced. */
   readonly ready: boolean;
+}
+
+/** The requests one hosted action served, for `$SRV.STATS` and dashboards. */
+export interface ActionStats {
+  /** The service as `name@version`. */
+  readonly service: string;
+  readonly action: string;
+  /** Requests that finished (remote and same-node), whatever their outcome. */
+  readonly requests: number;
+  /** Of those, the ones that failed (with any code, including sheds, cancels and deadlines). */
+  readonly errors: number;
+  /** The last failure as `"CODE: message"`. */
+  readonly lastError: string | undefined;
+  /** Total time from arrival to outcome, in ms. */
+  readonly processingMs: number;
 }
 
 /** Options for `stop()`. */
@@ -84,6 +101,12 @@ export interface KeelNode extends Caller {
   waitForEndpoints(service: AnyService, count?: number, timeoutMs?: number): Promise<void>;
   /** Listens to resilience decisions (retries, failovers, breaker transitions, shedding). */
   onDecision(listener: (decision: Decision) => void): () => void;
+  /**
+   * Per-action counters of the requests this node served. Counting starts at the first call
+   * (until then the runtime keeps none, so nodes that never ask pay nothing); later calls return
+   * the totals since then.
+   */
+  actionStats(): readonly ActionStats[];
   /** What health probes report: `ready` when serving, connected and synced with the cluster. */
   health(): NodeHealth;
 }
@@ -228,6 +251,26 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
   #setState(state: NodeState): void {
     this.#shared.state = state;
     for (const l of this.#stateListeners) l(state);
+  }
+
+  actionStats(): readonly ActionStats[] {
+    const shared = this.#shared;
+    if (shared.actionStats === undefined) {
+      const table = new Map<AnyAction, ActionStatsRecord>();
+      for (const hosted of shared.hosted.values()) {
+        for (const action of hosted.actions.values())
+          table.set(action, new ActionStatsRecord(hosted.def.key, action.name));
+      }
+      shared.actionStats = table;
+    }
+    return [...shared.actionStats.values()].map((r) => ({
+      service: r.service,
+      action: r.action,
+      requests: r.requests,
+      errors: r.errors,
+      lastError: r.lastError,
+      processingMs: r.processingMs,
+    }));
   }
 
   onDecision(listener: (decision: Decision) => void): () => void {

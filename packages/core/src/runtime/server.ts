@@ -135,6 +135,7 @@ export class Server {
     const tracer = n.tracing.tracer();
     if (tracer !== undefined) this.#trace(inv, hosted, action, f.from, remoteContext(f.tc));
     if (n.metrics !== undefined) this.#meter(inv, hosted, action, undefined, now, now);
+    if (n.actionStats !== undefined) this.#countIn(inv, action, now);
     this.#remote.set(`${f.from}\u0000${f.id}`, inv);
     this.#register(inv, now);
     this.#admitThenServe(inv, hosted, action, f.p);
@@ -179,6 +180,7 @@ export class Server {
       const now = metrics.clock.now();
       this.#meter(inv, hosted, action, meter, now, now);
     }
+    if (this.#n.actionStats !== undefined) this.#countIn(inv, action, this.#n.env.clock.now());
     if (hosted.guards.size === 0) this.#serve(inv, action, input);
     else this.#admitThenServe(inv, hosted, action, input);
     if (inv.settled) return inv.ok ? Promise.resolve(inv.result) : Promise.reject(inv.result);
@@ -214,6 +216,7 @@ export class Server {
     const metrics = this.#n.metrics;
     if (metrics !== undefined)
       this.#meter(inv, hosted, action, meter, calledAt, metrics.clock.now());
+    if (this.#n.actionStats !== undefined) this.#countIn(inv, action, this.#n.env.clock.now());
     this.#admitThenServe(inv, hosted, action, input);
   }
 
@@ -235,6 +238,12 @@ export class Server {
     inv.servedAt = now;
     inv.clientMeter = client;
     inv.calledAt = calledAt;
+  }
+
+  /** Counts a request in its action's counters (`KeelNode.actionStats`), from `now`. */
+  #countIn(inv: Invocation, action: AnyAction, now: number): void {
+    inv.actionStats = this.#n.actionStats!.get(action);
+    inv.countedAt = now;
   }
 
   /** Ends a request's metrics with its outcome. */
@@ -549,6 +558,16 @@ export class Server {
     if (inv.registered) this.#unregister(inv);
     if (inv.serverMeter !== undefined) this.#endMeters(inv, inv.serverMeter, ok, value);
     if (inv.span !== undefined) this.#n.tracing.end(inv.span, ok ? undefined : value);
+    const counts = inv.actionStats;
+    if (counts !== undefined) {
+      counts.requests++;
+      counts.processingMs += this.#n.env.clock.now() - inv.countedAt;
+      if (!ok) {
+        counts.errors++;
+        const err = value as KeelError;
+        counts.lastError = `${err.code}: ${err.message}`;
+      }
+    }
     if (inv.bulkhead !== undefined) {
       inv.bulkhead.release();
       inv.bulkhead = undefined;

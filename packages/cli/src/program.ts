@@ -57,9 +57,17 @@ export function buildProgram(onExit: (code: number) => void) {
     .addOption(clusterOption())
     .addOption(codecOption())
     .addOption(
-      new Option("--admin-port <port>", "serve /health/live and /health/ready on 127.0.0.1:<port>")
+      new Option(
+        "--admin-port <port>",
+        "serve /health/live, /health/ready and /metrics (Prometheus) on <port>",
+      )
         .env("KEEL_ADMIN_PORT")
         .argParser(arg(parsePort, "--admin-port")),
+    )
+    .addOption(
+      new Option("--admin-host <host>", "interface of the admin server (default 127.0.0.1)").env(
+        "KEEL_ADMIN_HOST",
+      ),
     )
     .addOption(
       new Option(
@@ -88,6 +96,7 @@ export function buildProgram(onExit: (code: number) => void) {
           ...(o.id === undefined ? {} : { id: o.id }),
           ...(o.cluster === undefined ? {} : { cluster: o.cluster }),
           ...(o.adminPort === undefined ? {} : { adminPort: o.adminPort }),
+          ...(o.adminHost === undefined ? {} : { adminHost: o.adminHost }),
           ...(o.graceMs === undefined ? {} : { graceMs: o.graceMs }),
         }),
       );

@@ -1,8 +1,15 @@
 import { hostname } from "node:os";
-import { type Codec, createNode, createRealEnv, jsonCodec } from "@keel/core";
+import {
+  type AdminServer,
+  type Codec,
+  createNode,
+  createRealEnv,
+  jsonCodec,
+  startAdminServer,
+} from "@keel/core";
 import { msgpackCodec } from "@keel/core/msgpack";
 import { createNatsTransport, serveDiscovery } from "@keel/nats";
-import { type AdminServer, startAdminServer } from "./admin.ts";
+import { createPrometheusMetrics } from "@keel/prometheus";
 import { cliLogger, type LogLevels } from "./log.ts";
 import { loadServices } from "./services.ts";
 import { EXIT } from "./usage.ts";
@@ -14,6 +21,8 @@ export interface StartOptions {
   readonly cluster?: string;
   readonly codec: "msgpack" | "json";
   readonly adminPort?: number;
+  /** Interface of the admin server (default 127.0.0.1). */
+  readonly adminHost?: string;
   readonly graceMs?: number;
   readonly json: boolean;
   /** `--log-level`: the base level and levels per module. */
@@ -42,10 +51,13 @@ export async function start(modulePath: string, options: StartOptions): Promise<
     logger: log.child({ module: "keel.nats" }),
     ...cluster,
   });
+  // Metrics are recorded when the admin server can serve them at /metrics.
+  const metrics = options.adminPort === undefined ? undefined : createPrometheusMetrics();
   const node = createNode({
     id,
     env,
     transport,
+    ...(metrics === undefined ? {} : { metrics }),
     codec: codecOf(options.codec),
     services,
     logger: log,
@@ -74,6 +86,7 @@ export async function start(modulePath: string, options: StartOptions): Promise<
         code = EXIT.failed;
       }
       await admin?.close();
+      metrics?.close();
       exit(code);
     })();
   };
@@ -81,7 +94,13 @@ export async function start(modulePath: string, options: StartOptions): Promise<
   process.on("SIGINT", stop);
 
   try {
-    if (options.adminPort !== undefined) admin = await startAdminServer(node, options.adminPort);
+    if (options.adminPort !== undefined) {
+      admin = await startAdminServer(node, {
+        port: options.adminPort,
+        ...(options.adminHost === undefined ? {} : { host: options.adminHost }),
+        ...(metrics === undefined ? {} : { metrics }),
+      });
+    }
     await node.start();
     if (stopping === undefined) {
       serveDiscovery(transport.connection(), {
@@ -95,6 +114,7 @@ export async function start(modulePath: string, options: StartOptions): Promise<
     log.error({ err }, "start failed");
     await node.stop({ graceMs: 0 }).catch(() => {});
     await admin?.close();
+    metrics?.close();
     return EXIT.failed;
   }
   log.info(

@@ -3,7 +3,7 @@
  * with `keel call`, drained with SIGTERM. Every child process is bounded in time and killed in `after`.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createServer } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -179,6 +179,29 @@ describe("keel", { timeout: 60_000 }, () => {
     );
     assert.equal(r.code, 1, r.stderr);
     assert.equal(typeof (JSON.parse(r.stdout) as { error: { code: string } }).error.code, "string");
+  });
+
+  it("serves /metrics: the requests it handled, in a format promtool accepts", async () => {
+    const res = await fetch(`http://127.0.0.1:${adminPort}/metrics`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+    const text = await res.text();
+    const served = (outcome: string) =>
+      text
+        .split("\n")
+        .find((l) =>
+          l.startsWith(
+            `keel_server_requests_total{node="n1",service="greeter@1",action="hello",outcome="${outcome}"} `,
+          ),
+        );
+    // The tests above made two good calls and two that failed the input schema.
+    assert.match(served("ok") ?? "", / 2$/);
+    assert.match(served("INVALID_ARGUMENT") ?? "", / 2$/);
+    assert.match(text, /^keel_node_state\{node="n1",state="ready"\} 1$/m);
+    assert.match(text, /^keel_event_loop_lag_seconds\{stat="p99"\} /m);
+    const check = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
+    assert.equal(`${check.stdout}${check.stderr}`, "");
+    assert.equal(check.status, 0);
   });
 
   it("bad usage exits 2 with a message", async () => {

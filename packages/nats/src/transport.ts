@@ -187,6 +187,8 @@ class NatsTransportImpl implements NatsTransport {
   readonly nodeId: string;
   readonly nodeSubject: string;
   readonly broadcastSubject: string;
+  /** A broadcast is one publish to `<cluster>.all`; the server fans it out. */
+  readonly fanOut = true;
   readonly stats: NatsTransportStats = {
     framesSent: 0,
     bytesSent: 0,

@@ -59,7 +59,23 @@ export class Events {
     } else {
       const nodes = new Set<string>();
       for (const list of bySvc.values()) for (const node of list) nodes.add(node);
-      for (const node of nodes) targets.push([node, undefined]);
+      const local = nodes.has(n.id);
+      if (n.fanOut && nodes.size > (local ? 1 : 0)) {
+        // One send reaches every node (NATS: one publish); nodes without subscribers drop it.
+        if (local) nodes.delete(n.id);
+        n.broadcastTo(nodes, {
+          v: WIRE_VERSION,
+          k: "evt",
+          from: n.id,
+          name: event.name,
+          mode,
+          p: payload,
+          ...(tc === undefined ? {} : { tc }),
+        });
+        if (local) targets.push([n.id, undefined]);
+      } else {
+        for (const node of nodes) targets.push([node, undefined]);
+      }
     }
     for (const [target, grp] of targets) {
       if (target === n.id) {

@@ -241,6 +241,28 @@ export class NodeShared {
   broadcast(frame: Envelope): void {
     this.#transport.broadcast(this.codec.encode(frame));
   }
+
+  /** True when the transport's broadcast is one send whatever the receivers (`Transport.fanOut`). */
+  get fanOut(): boolean {
+    return this.#transport.fanOut === true;
+  }
+
+  /**
+   * Sends `frame` with one transport broadcast, within the smallest frame limit of the nodes meant
+   * to read it; logs a refusal.
+   */
+  broadcastTo(receivers: Iterable<string>, frame: Envelope): void {
+    let limit = this.maxFrameBytes;
+    for (const to of receivers) limit = Math.min(limit, this.limitFor(to));
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeChecked(this.codec, frame, limit);
+    } catch (err) {
+      this.log.warn({ err, kind: frame.k }, "frame refused before sending");
+      return;
+    }
+    this.#transport.broadcast(bytes);
+  }
 }
 
 /** Bound on per-peer bookkeeping maps: the oldest entries go first. */

@@ -25,6 +25,11 @@ export interface Transport extends AsyncIterable<InboundFrame> {
   send(to: string, frame: Uint8Array): void;
   /** Sends a frame to every other node on the network. */
   broadcast(frame: Uint8Array): void;
+  /**
+   * True when `broadcast` costs one send whatever the number of receivers (NATS: one publish the
+   * server fans out). The runtime then sends a broadcast event once, not once per subscribing node.
+   */
+  readonly fanOut?: boolean;
   /** Leaves the network; the inbound iteration ends. */
   close(): Promise<void>;
 }

@@ -30,13 +30,29 @@ interface ShopState {
   readonly orders: ReturnType<typeof ordersService>;
   /** What each shopper was told, per order. */
   readonly told: Map<string, "paid" | "rejected">;
+  /** When the reconciler first saw each pending order. */
+  readonly pendingSince: Map<string, number>;
 }
 
 const SERVERS = ["orders-1", "orders-2", "payments-1", "payments-2", "inventory-1", "inventory-2"];
 
-/** Asks orders to settle every order whose outcome is unknown (as a periodic job would). */
-async function reconcile(state: ShopState): Promise<void> {
-  const open = [...state.book.orders].filter(([, o]) => o.status === "unknown").map(([id]) => id);
+/** A `pending` order older than this lost its handler (its node died): reconcile it too. */
+const ORPHANED_MS = 5_000;
+
+/**
+ * Asks orders to settle every order whose outcome is unknown, and every order left pending by a
+ * handler that died (as a periodic job would).
+ */
+async function reconcile(sim: Simulation, state: ShopState): Promise<void> {
+  const open: string[] = [];
+  for (const [id, o] of state.book.orders) {
+    if (o.status === "unknown") open.push(id);
+    else if (o.status === "pending") {
+      const since = state.pendingSince.get(id);
+      if (since === undefined) state.pendingSince.set(id, sim.now);
+      else if (sim.now - since >= ORPHANED_MS) open.push(id);
+    }
+  }
   if (open.length === 0) return;
   await state.client.call(
     state.orders,
@@ -46,10 +62,12 @@ async function reconcile(state: ShopState): Promise<void> {
   );
 }
 
-/** Orders still waiting for a reconciliation that has to happen. */
+/** Orders not yet final: in a handler, or waiting for reconciliation. */
 function unsettled(state: ShopState): number {
   let n = 0;
-  for (const o of state.book.orders.values()) if (o.status === "unknown") n++;
+  for (const o of state.book.orders.values()) {
+    if (o.status === "unknown" || o.status === "pending") n++;
+  }
   return n;
 }
 
@@ -59,7 +77,7 @@ export function shopScenario(options: ShopScenarioOptions = {}): Scenario<ShopSt
   return defineScenario<ShopState>({
     name: options.buggyPayments === true ? "shop (buggy payments)" : "shop",
     safetyMs: options.safetyMs ?? 20_000,
-    livenessMs: 10_000,
+    livenessMs: 15_000,
     ops: 200,
     faults: { protect: ["client"], maxDurationMs: 2000, ratePerSecond: 0.5 },
     async setup(sim: Simulation) {
@@ -91,7 +109,15 @@ export function shopScenario(options: ShopScenarioOptions = {}): Scenario<ShopSt
       }
       const client = (await sim.addNode("client")).node;
       await client.waitForEndpoints(orders, 2);
-      return { ledger, stock, book, client, orders, told: new Map() };
+      return {
+        ledger,
+        stock,
+        book,
+        client,
+        orders,
+        told: new Map(),
+        pendingSince: new Map(),
+      };
     },
 
     async workload(sim, state, run) {
@@ -121,22 +147,18 @@ export function shopScenario(options: ShopScenarioOptions = {}): Scenario<ShopSt
       const reconciler = async () => {
         while (!run.stopping) {
           await sim.sleep(1000);
-          await reconcile(state).catch(() => undefined);
+          await reconcile(sim, state).catch(() => undefined);
         }
       };
       await Promise.all([...Array.from({ length: shoppers }, shopper), reconciler()]);
-      // Faults are healed now: finish reconciling.
+      // Faults are healed now: keep reconciling until every order is final.
       while (unsettled(state) > 0) {
-        await reconcile(state).catch(() => undefined);
+        await reconcile(sim, state).catch(() => undefined);
         if (unsettled(state) > 0) await sim.sleep(250);
       }
     },
 
-    converged(_sim, state) {
-      if (unsettled(state) > 0) return false;
-      for (const o of state.book.orders.values()) if (o.status === "pending") return false;
-      return true;
-    },
+    converged: (_sim, state) => unsettled(state) === 0,
 
     check(sim, state) {
       const { ledger, stock, book, told } = state;

@@ -92,9 +92,15 @@ export class Stock {
     }
   }
 
+  /** Orders whose reservation was released: a late reserve for one must not take stock again. */
+  readonly released = new Set<string>();
+
   /** Reserves stock for an order; a repeat for the same order is a no-op. */
   reserve(orderId: string, sku: string, qty: number): void {
     if (this.reservations.has(orderId)) return;
+    if (this.released.has(orderId)) {
+      throw new KeelError("FAILED_PRECONDITION", `order ${orderId} was released already`);
+    }
     const have = this.available.get(sku);
     if (have === undefined) throw new KeelError("NOT_FOUND", `unknown sku '${sku}'`);
     if (have < qty) {
@@ -109,6 +115,7 @@ export class Stock {
 
   /** Gives a reservation back; a repeat is a no-op. */
   release(orderId: string): void {
+    this.released.add(orderId);
     const r = this.reservations.get(orderId);
     if (r === undefined || r.committed) return;
     this.reservations.delete(orderId);

@@ -8,8 +8,6 @@ import {
   createNode,
   createRandom,
   type Env,
-  FrameQueue,
-  type InboundFrame,
   type InProcessNetwork,
   isKeelError,
   type KeelNode,
@@ -18,7 +16,6 @@ import {
   type Random,
   type Seed,
   silentLogger,
-  type Transport,
 } from "@keel/core";
 import { type Guard, installGuard, type NondeterminismError } from "./env/guard.ts";
 import {
@@ -134,40 +131,8 @@ interface NodeRecord {
   readonly clock: NodeClock;
   owner: Owner;
   node: KeelNode;
-  transport: PausableTransport;
   life: number;
   status: "up" | "paused" | "crashed";
-}
-
-/** A transport whose inbound frames wait while its node is paused. */
-interface PausableTransport extends Transport {
-  resume(): void;
-}
-
-function pausable(inner: Transport, owner: Owner): PausableTransport {
-  const queue = new FrameQueue();
-  const held: InboundFrame[] = [];
-  const pump = async () => {
-    for await (const frame of inner) {
-      if (owner.paused) held.push(frame);
-      else queue.push(frame);
-    }
-    queue.close();
-  };
-  return {
-    nodeId: inner.nodeId,
-    async connect() {
-      await inner.connect();
-      pump().catch(() => queue.close());
-    },
-    send: (to, frame) => inner.send(to, frame),
-    broadcast: (frame) => inner.broadcast(frame),
-    close: () => inner.close(),
-    resume() {
-      for (const frame of held.splice(0)) queue.push(frame);
-    },
-    [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
-  };
 }
 
 const DEFAULT_NETWORK: LinkFaults = { latency: { kind: "uniform", min: 0.1, max: 1 } };
@@ -330,6 +295,7 @@ export class Simulation {
     if (r.status !== "up") return;
     r.owner.paused = true;
     r.status = "paused";
+    this.network.pause(id);
     this.note(`pause ${id}`);
   }
 
@@ -340,7 +306,7 @@ export class Simulation {
     r.owner.paused = false;
     r.status = "up";
     this.#world.release(r.owner);
-    r.transport.resume();
+    this.network.resume(id);
     this.note(`resume ${id}`);
   }
 
@@ -604,7 +570,7 @@ export class Simulation {
     const owner: Owner = { id, paused: false, dead: false, held: [] };
     const random = tracedRandom(this.#root.split(`node:${id}`).split(`life:${life}`), this.#world);
     const env = worldEnv(this.#world, owner, clock, random);
-    const transport = pausable(this.network.transport(id), owner);
+    const transport = this.network.transport(id);
     const node = createNode({
       logger: silentLogger,
       ...options({ id, env, life }),
@@ -612,7 +578,7 @@ export class Simulation {
       env,
       transport,
     });
-    return { id, options, clock, owner, node, transport, life, status: "up" };
+    return { id, options, clock, owner, node, life, status: "up" };
   }
 
   #applyPartitions(): void {

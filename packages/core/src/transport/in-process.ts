@@ -37,6 +37,13 @@ export interface InProcessNetwork {
   heal(): void;
   /** Removes every link fault model (latency, drop, duplicate). */
   clearFaults(): void;
+  /**
+   * Holds frames that arrive for `nodeId` until `resume` (a paused process reads nothing; the
+   * frames wait in its socket buffer).
+   */
+  pause(nodeId: string): void;
+  /** Delivers the frames held for a paused node, in arrival order, and stops holding. */
+  resume(nodeId: string): void;
   /** Detaches a node as if its process died: frames in flight to it are lost. */
   crash(nodeId: string): void;
   /** Delivers raw bytes to `to` as if `from` sent them (for malformed-frame tests and chaos). */
@@ -81,6 +88,7 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
     return key;
   };
   const isolated = new Set<string>();
+  const held = new Map<string, InboundFrame[]>();
   let defaults: LinkFaults = checkFaults(options.faults ?? {});
   const stats: NetworkStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, blocked: 0 };
 
@@ -89,6 +97,13 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
     if (queue === undefined || queue.closed) {
       stats.dropped++;
       return;
+    }
+    if (held.size > 0) {
+      const waiting = held.get(to);
+      if (waiting !== undefined) {
+        waiting.push(item);
+        return;
+      }
     }
     stats.delivered++;
     queue.push(item);
@@ -194,7 +209,17 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
       links.clear();
       defaults = {};
     },
+    pause(nodeId) {
+      if (!held.has(nodeId)) held.set(nodeId, []);
+    },
+    resume(nodeId) {
+      const waiting = held.get(nodeId);
+      if (waiting === undefined) return;
+      held.delete(nodeId);
+      for (const item of waiting) deliver(nodeId, item);
+    },
     crash(nodeId) {
+      held.delete(nodeId);
       const queue = queues.get(nodeId);
       queue?.close();
       queues.delete(nodeId);

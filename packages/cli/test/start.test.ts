@@ -1,0 +1,135 @@
+/**
+ * `keel start` beyond the happy path: a second signal during a drain, and clusters that share one
+ * NATS server without seeing each other. Every child is bounded in time and killed in `after`.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { killAll, type NatsServer, runCli, spawnCli, startNatsServer, until } from "./support.ts";
+
+const GREETER = fileURLToPath(new URL("./fixtures/greeter.ts", import.meta.url));
+
+describe("keel start", { timeout: 60_000 }, () => {
+  let nats: NatsServer;
+
+  before(async () => {
+    nats = await startNatsServer({ jetstream: false });
+  });
+  after(async () => {
+    killAll();
+    await nats?.[Symbol.asyncDispose]();
+  });
+
+  it("a second signal during the drain exits at once, non-zero, and says so", async () => {
+    const node = spawnCli(
+      [
+        "start",
+        GREETER,
+        "--nats",
+        nats.url,
+        "--id",
+        "drainer",
+        "--cluster",
+        "drain",
+        "--grace-ms",
+        "20000",
+      ],
+      20_000,
+    );
+    await until(
+      () => /ready/.test(node.output().stderr),
+      10_000,
+      () => node.output().stderr,
+    );
+    // A call that keeps the drain waiting far longer than the test allows.
+    const slow = spawnCli(
+      [
+        "call",
+        "greeter.slow",
+        '{"ms":15000}',
+        "--nats",
+        nats.url,
+        "--cluster",
+        "drain",
+        "--timeout",
+        "18000",
+      ],
+      20_000,
+    );
+    await sleep(500); // the call reaches the node before the first signal
+    node.child.kill("SIGTERM");
+    await until(
+      () => /draining/.test(node.output().stderr),
+      2000,
+      () => node.output().stderr,
+    );
+    const t0 = performance.now();
+    node.child.kill("SIGINT");
+    const exit = await node.done;
+    const tookMs = performance.now() - t0;
+    assert.equal(exit.code, 130, exit.stderr); // 128 + SIGINT
+    assert.match(exit.stderr, /second signal: exiting without draining/);
+    assert.ok(tookMs < 2000, `exited ${tookMs.toFixed(0)} ms after the second signal`);
+    // The abandoned call fails with a code rather than hanging to its timeout.
+    const call = await slow.done;
+    assert.equal(call.code, 1, call.stdout + call.stderr);
+  });
+
+  it("--cluster keeps clusters on one NATS server apart", async () => {
+    const alpha = spawnCli(
+      ["start", GREETER, "--nats", nats.url, "--id", "n-alpha", "--cluster", "alpha"],
+      30_000,
+    );
+    const beta = spawnCli(
+      ["start", GREETER, "--nats", nats.url, "--id", "n-beta", "--cluster", "beta"],
+      30_000,
+    );
+    for (const p of [alpha, beta]) {
+      await until(
+        () => /ready/.test(p.output().stderr),
+        10_000,
+        () => p.output().stderr,
+      );
+    }
+    const hello = (cluster: string, timeout = "5000") =>
+      runCli(
+        [
+          "call",
+          "greeter.hello",
+          '{"name":"x"}',
+          "--nats",
+          nats.url,
+          "--cluster",
+          cluster,
+          "--timeout",
+          timeout,
+          "--json",
+        ],
+        10_000,
+      );
+    for (const [cluster, expected] of [
+      ["alpha", "n-alpha"],
+      ["beta", "n-beta"],
+      ["alpha", "n-alpha"],
+      ["beta", "n-beta"],
+    ] as const) {
+      const r = await hello(cluster);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(
+        (JSON.parse(r.stdout) as { node: string }).node,
+        expected,
+        `a call in ${cluster}`,
+      );
+    }
+    // A cluster nobody started has no endpoint, although both nodes share its server.
+    const none = await hello("gamma", "700");
+    assert.equal(none.code, 1, none.stdout);
+    assert.equal(
+      (JSON.parse(none.stdout) as { error: { code: string } }).error.code,
+      "UNAVAILABLE",
+    );
+    for (const p of [alpha, beta]) p.child.kill("SIGTERM");
+    for (const p of [alpha, beta]) assert.equal((await p.done).code, 0);
+  });
+});

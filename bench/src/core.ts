@@ -9,6 +9,12 @@ import {
   type StandardSchemaV1,
   silentLogger,
 } from "@keel/core";
+import {
+  AlwaysOnSampler,
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  type SpanExporter,
+} from "@opentelemetry/sdk-trace-base";
 import { type Context, ServiceBroker } from "moleculer";
 import { z } from "zod";
 import {
@@ -47,16 +53,28 @@ const plainService = defineService("bench").action("echo", {
   handler: echo,
 });
 
+/** An exporter that drops what it is given: the SDK's whole cost, and no I/O. */
+const noopExporter: SpanExporter = {
+  export: (_spans, done) => done({ code: 0 }),
+  shutdown: () => Promise.resolve(),
+};
+
 /** Starts the keel nodes and the Moleculer broker; pushes how to stop each onto `stops`. */
 async function startCases(stops: Stop[]): Promise<BenchCase[]> {
   const env = createRealEnv();
-  const startNode = async (network: InProcessNetwork, id: string, services: AnyService[]) => {
+  const startNode = async (
+    network: InProcessNetwork,
+    id: string,
+    services: AnyService[],
+    tracerProvider?: BasicTracerProvider,
+  ) => {
     const node: KeelNode = createNode({
       id,
       env,
       transport: network.transport(id),
       services,
       logger: silentLogger,
+      ...(tracerProvider === undefined ? {} : { tracerProvider }),
     });
     await node.start();
     stops.push(() => node.stop());
@@ -67,6 +85,18 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
   const sameZod = await startNode(createInProcessNetwork({ env }), "same-zod", [zodService]);
   const samePlain = await startNode(createInProcessNetwork({ env }), "same-plain", [plainService]);
   const sameAsync = await startNode(createInProcessNetwork({ env }), "same-async", [asyncService]);
+  // Tracing on: the OpenTelemetry SDK, every span sampled and batched to an exporter that drops it.
+  const provider = new BasicTracerProvider({
+    sampler: new AlwaysOnSampler(),
+    spanProcessors: [new BatchSpanProcessor(noopExporter)],
+  });
+  stops.push(() => provider.shutdown());
+  const sameTraced = await startNode(
+    createInProcessNetwork({ env }),
+    "same-traced",
+    [plainService],
+    provider,
+  );
   const pair = createInProcessNetwork({ env });
   await startNode(pair, "a", [zodService]);
   const b = await startNode(pair, "b", []);
@@ -91,6 +121,23 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
   });
   await broker.start();
   stops.push(() => broker.stop());
+  // Moleculer's built-in tracer on, every span sampled, no exporter.
+  const tracedBroker = new ServiceBroker({
+    logger: false,
+    transporter: null,
+    metrics: false,
+    tracing: { enabled: true, exporter: [], sampling: { rate: 1 } },
+  });
+  tracedBroker.createService({
+    name: "svc",
+    actions: {
+      echo(ctx: Context<number>) {
+        return echo(ctx.params);
+      },
+    },
+  });
+  await tracedBroker.start();
+  stops.push(() => tracedBroker.stop());
 
   return [
     {
@@ -129,6 +176,17 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
       label:
         'Moleculer 0.14 local broker.call("svc.echo", x): no transporter, logger/metrics/tracing off',
       op: () => broker.call<number, number>("svc.echo", INPUT),
+    },
+    {
+      id: "keel-traced",
+      label:
+        "keel-pass with tracing on: OpenTelemetry SDK, always sampled, batched to a no-op exporter",
+      op: () => sameTraced.call(plainService, "echo", INPUT),
+    },
+    {
+      id: "moleculer-traced",
+      label: "moleculer with its built-in tracer on: every span sampled, no exporter",
+      op: () => tracedBroker.call<number, number>("svc.echo", INPUT),
     },
   ];
 }
@@ -175,11 +233,24 @@ export async function prepare(): Promise<PreparedSuite> {
         overhead("zod validation, input + output (keel-zod - keel-pass)", "keel-zod", "keel-pass"),
         overhead("keel-2node overhead over baseline", "keel-2node", "baseline"),
         overhead("moleculer overhead over baseline", "moleculer", "baseline"),
+        ratio(
+          "throughput keel-traced / moleculer-traced (tracing on; > 1: keel faster)",
+          "keel-traced",
+          "moleculer-traced",
+          1,
+        ),
+        overhead("tracing on, keel (keel-traced - keel-pass)", "keel-traced", "keel-pass"),
+        overhead(
+          "tracing on, moleculer (moleculer-traced - moleculer)",
+          "moleculer-traced",
+          "moleculer",
+        ),
       ],
       notes: [
         "Moleculer's action has no params schema, so it validates nothing: keel-pass is the like-for-like comparison, keel-zod what a typed keel service costs.",
         "Each same-node variant runs on a network of its own, so the balancer has exactly one (local) endpoint.",
         "Every case awaits its operation: the baseline is the cost of the loop and of one awaited call.",
+        "keel-traced records two spans per call (CLIENT and SERVER, as for a remote call); Moleculer's tracer records one.",
       ],
     },
     teardown,

@@ -75,19 +75,17 @@ export class Tracing {
     action: string,
     parent: OtelContext,
   ): Span {
+    // Each attribute costs the SDK ~0.1 µs: only what is not implied (version 1 is the default).
+    const attributes: Attributes = {
+      "rpc.system": "keel",
+      "rpc.service": service,
+      "rpc.method": action,
+      "keel.node": this.node,
+    };
+    if (version !== 1) attributes["keel.service.version"] = version;
     return tracer.startSpan(
       `${service}/${action}`,
-      {
-        kind: SpanKind.CLIENT,
-        startTime: this.time(),
-        attributes: {
-          "rpc.system": "keel",
-          "rpc.service": service,
-          "rpc.method": action,
-          "keel.service.version": version,
-          "keel.node": this.node,
-        },
-      },
+      { kind: SpanKind.CLIENT, startTime: this.time(), attributes },
       parent,
     );
   }
@@ -105,10 +103,9 @@ export class Tracing {
       "rpc.system": "keel",
       "rpc.service": service,
       "rpc.method": action,
-      "keel.service.version": version,
       "keel.node": this.node,
-      "server.address": this.node,
     };
+    if (version !== 1) attributes["keel.service.version"] = version;
     if (caller !== undefined) attributes["client.address"] = caller;
     return tracer.startSpan(
       `${service}/${action}`,
@@ -174,14 +171,12 @@ export class Tracing {
     );
   }
 
-  /** Ends a span: OK, or ERROR with the KeelError code (`INTERNAL` for anything else). */
+  /** Ends a span: unset status, or ERROR with the KeelError code (`INTERNAL` for anything else). */
   end(span: Span, err?: unknown): void {
-    if (err === undefined) {
-      span.setAttribute("keel.outcome", "ok");
-    } else {
+    if (err !== undefined) {
       const code = isKeelError(err) ? err.code : "INTERNAL";
       const message = err instanceof Error ? err.message : String(err);
-      span.setAttributes({ "keel.outcome": code, "error.type": code });
+      span.setAttribute("error.type", code);
       span.setStatus({ code: SpanStatusCode.ERROR, message: `${code}: ${message}` });
     }
     span.end(this.time());

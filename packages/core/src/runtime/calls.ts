@@ -176,7 +176,7 @@ export class Calls {
         const signal =
           callerSignal === undefined ? ac.signal : AbortSignal.any([callerSignal, ac.signal]);
         running++;
-        span?.setAttribute("keel.attempts", attempt + 1);
+        if (attempt > 0) span?.setAttribute("keel.attempts", attempt + 1);
         this.invoke(service, actionName, input, { ...rest, signal }, parent, undefined, route).then(
           (value) => {
             if (done) return;
@@ -334,7 +334,7 @@ export class Calls {
       const hosted = n.hosted.get(key)!;
       const local = hosted.actions.get(actionName) ?? action;
       if (span !== undefined && route === undefined)
-        span.setAttributes({ "server.address": n.id, "keel.attempts": 1 });
+        span.setAttribute("server.address", n.id);
       return this.#server.callLocal(
         hosted,
         local,
@@ -493,7 +493,8 @@ export class Calls {
       tc = traceparent(span.spanContext());
       // A hedged call's attempts share its span, which counts them itself.
       if (!call.hedged)
-        span.setAttributes({ "server.address": ep.node, "keel.attempts": call.attempts });
+        span.setAttribute("server.address", ep.node);
+        if (call.attempts > 1) span.setAttribute("keel.attempts", call.attempts);
     }
     const frame: RequestFrame = {
       v: WIRE_VERSION,

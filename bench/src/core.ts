@@ -6,9 +6,11 @@ import {
   defineService,
   type InProcessNetwork,
   type KeelNode,
+  type Metrics,
   type StandardSchemaV1,
   silentLogger,
 } from "@keel/core";
+import { createPrometheusMetrics } from "@keel/prometheus";
 import {
   AlwaysOnSampler,
   BasicTracerProvider,
@@ -67,6 +69,7 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
     id: string,
     services: AnyService[],
     tracerProvider?: BasicTracerProvider,
+    metrics?: Metrics,
   ) => {
     const node: KeelNode = createNode({
       id,
@@ -75,6 +78,7 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
       services,
       logger: silentLogger,
       ...(tracerProvider === undefined ? {} : { tracerProvider }),
+      ...(metrics === undefined ? {} : { metrics }),
     });
     await node.start();
     stops.push(() => node.stop());
@@ -96,6 +100,16 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
     "same-traced",
     [plainService],
     provider,
+  );
+  // Metrics on: @keel/prometheus records client and server series of every call.
+  const metrics = createPrometheusMetrics();
+  stops.push(async () => metrics.close());
+  const sameMetered = await startNode(
+    createInProcessNetwork({ env }),
+    "same-metered",
+    [plainService],
+    undefined,
+    metrics,
   );
   const pair = createInProcessNetwork({ env });
   await startNode(pair, "a", [zodService]);
@@ -184,6 +198,12 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
       op: () => sameTraced.call(plainService, "echo", INPUT),
     },
     {
+      id: "keel-metrics",
+      label:
+        "keel-pass with metrics on: @keel/prometheus, client and server counters and histograms",
+      op: () => sameMetered.call(plainService, "echo", INPUT),
+    },
+    {
       id: "moleculer-traced",
       label: "moleculer with its built-in tracer on: every span sampled, no exporter",
       op: () => tracedBroker.call<number, number>("svc.echo", INPUT),
@@ -240,6 +260,13 @@ export async function prepare(): Promise<PreparedSuite> {
           1,
         ),
         overhead("tracing on, keel (keel-traced - keel-pass)", "keel-traced", "keel-pass"),
+        {
+          label: "metrics on, keel (keel-metrics - keel-pass)",
+          kind: "overhead-ns",
+          of: "keel-metrics",
+          over: "keel-pass",
+          target: 500,
+        },
         overhead(
           "tracing on, moleculer (moleculer-traced - moleculer)",
           "moleculer-traced",
@@ -251,6 +278,7 @@ export async function prepare(): Promise<PreparedSuite> {
         "Each same-node variant runs on a network of its own, so the balancer has exactly one (local) endpoint.",
         "Every case awaits its operation: the baseline is the cost of the loop and of one awaited call.",
         "keel-traced records two spans per call (CLIENT and SERVER, as for a remote call); Moleculer's tracer records one.",
+        "keel-metrics records both sides of each call (the node calls itself): two counters, two histograms, two in-flight gauges and two clock reads.",
       ],
     },
     teardown,

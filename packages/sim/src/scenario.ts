@@ -137,6 +137,10 @@ export async function runScenario<S>(
   scenario: Scenario<S>,
   options: RunOptions,
 ): Promise<RunReport> {
+  // Start inside a promise job whatever the caller: the world's first handoff (a nextTick) must
+  // run after the microtasks queued here, which Node does not do when called from a macrotask
+  // (a timer, an I/O or worker-message callback), so the same seed would take another path.
+  await null;
   const ties = options.ties ?? "random";
   const sim = createSimulation({
     seed: options.seed,
@@ -245,6 +249,8 @@ export interface DeterminismReport {
   readonly hash: number;
   /** The first event whose hash differed, with what each run did there. */
   readonly divergence?: { readonly index: number; readonly first: string; readonly second: string };
+  /** The first of the two runs (with its trace). */
+  readonly report: RunReport;
 }
 
 /** Runs one seed twice and compares the rolling hash of events and random draws, event by event. */
@@ -263,6 +269,7 @@ export async function checkDeterminism<S>(
         deterministic: false,
         events: a.events,
         hash: a.hash,
+        report: a,
         divergence: {
           index: i,
           first: a.trace?.labels[i] ?? "(ended)",
@@ -276,8 +283,9 @@ export async function checkDeterminism<S>(
       deterministic: false,
       events: a.events,
       hash: a.hash,
+      report: a,
       divergence: { index: n, first: `final hash ${a.hash}`, second: `final hash ${b.hash}` },
     };
   }
-  return { deterministic: true, events: a.events, hash: a.hash };
+  return { deterministic: true, events: a.events, hash: a.hash, report: a };
 }

@@ -293,7 +293,7 @@ export async function prepare(options: HarnessOptions): Promise<PreparedSuite> {
             const { us, writes } = await srv.ask({ type: "since" }, "cpu");
             const extra: Record<string, number> = {};
             if (r.writes >= 0 && writes >= 0)
-              extra["socket writes/req"] = (r.writes + writes) / r.ops;
+              extra["socket writes per 100 req"] = (100 * (r.writes + writes)) / r.ops;
             if (nats0 !== undefined && nats1 !== undefined)
               extra["nats-server CPU µs/req"] = (nats1 - nats0) / r.ops;
             if (machine0 !== undefined && machine1 !== undefined)

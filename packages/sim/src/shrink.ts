@@ -108,6 +108,7 @@ export async function shrink<S>(
   return { target, original: failing, shrunk: best, runs };
 }
 
+const n = (count: number, word: string) => `${count} ${word}${count === 1 ? "" : "s"}`;
 const fmt = (ms: number) => `${(ms / 1000).toFixed(3).padStart(8)} s`;
 
 /** A run's story as short text: the faults that ran, the notes, and the failures. */
@@ -129,7 +130,7 @@ export function describeShrink(result: ShrinkResult): string {
   const s = result.shrunk;
   const plan = s.plan.map((step) => `  at ${step.at} ms: ${describeStep(step)}`).join("\n");
   return [
-    `seed ${s.seed} fails '${result.target}': shrunk from ${o.plan.length} faults and ${o.ops} operations to ${s.plan.length} faults and ${s.ops} operations in ${result.runs} runs${s.ties === "fifo" ? " (first-come tie-breaks)" : ""}`,
+    `seed ${s.seed} fails '${result.target}': shrunk from ${n(o.plan.length, "fault")} and ${n(o.ops, "operation")} to ${n(s.plan.length, "fault")} and ${n(s.ops, "operation")} in ${n(result.runs, "run")}${s.ties === "fifo" ? " (first-come tie-breaks)" : ""}`,
     s.plan.length > 0 ? `faults:\n${plan}` : "faults: none needed",
   ].join("\n");
 }

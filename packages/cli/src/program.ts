@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError, InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import { call } from "./call.ts";
 import { type LogLevels, parseLogLevels } from "./log.ts";
+import { parseSeed, sim } from "./sim.ts";
 import { start } from "./start.ts";
 import { EXIT, parsePort, parsePositiveInt, UsageError } from "./usage.ts";
 
@@ -43,7 +44,9 @@ const codecOption = () =>
 export function buildProgram(onExit: (code: number) => void) {
   const program = new Command()
     .name("keel")
-    .description("Keel: start nodes that host services, and call their actions over NATS")
+    .description(
+      "Keel: start nodes that host services, call their actions over NATS, and simulate clusters",
+    )
     .version(packageVersion(), "-V, --version", "print the version")
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
@@ -131,6 +134,81 @@ export function buildProgram(onExit: (code: number) => void) {
           version: o.version,
           json: o.json,
           ...(o.cluster === undefined ? {} : { cluster: o.cluster }),
+        }),
+      );
+    });
+
+  program
+    .command("sim")
+    .description(
+      "run a simulation scenario over many seeds; replay, shrink and check the failing ones",
+    )
+    .argument("<module>", "module exporting a scenario from defineScenario()")
+    .option("--scenario <export>", "the scenario's export (default: the default export)")
+    .addOption(
+      new Option("--seeds <n>", "how many seeds to run (default 100)").argParser(
+        arg(parsePositiveInt, "--seeds"),
+      ),
+    )
+    .addOption(
+      new Option("--first <seed>", "the first seed of the range (default 1)").argParser(
+        arg(parseSeed, "--first"),
+      ),
+    )
+    .addOption(
+      new Option("--seed <seed>", "run exactly this seed (with --plan, --ops, --ties: a replay)")
+        .argParser(arg(parseSeed, "--seed"))
+        .conflicts(["seeds", "first"]),
+    )
+    .option("--plan <encoded>", "run this fault plan instead of drawing one (from a replay)")
+    .addOption(
+      new Option("--ops <n>", "the workload's operation budget").argParser(arg(parseSeed, "--ops")),
+    )
+    .addOption(
+      new Option("--ties <order>", "how same-time events are ordered").choices([
+        "random",
+        "fifo",
+      ] as const),
+    )
+    .addOption(
+      new Option(
+        "--jobs <n>",
+        "worker threads (default: the CPUs, at most one per seed)",
+      ).argParser(arg(parsePositiveInt, "--jobs")),
+    )
+    .option("--shrink", "shrink failing seeds to a short timeline of faults", false)
+    .addOption(
+      new Option(
+        "--shrink-max <n>",
+        "how many failing seeds to shrink (default 1: the lowest)",
+      ).argParser(arg(parsePositiveInt, "--shrink-max")),
+    )
+    .addOption(
+      new Option("--shrink-runs <n>", "most runs one shrink may spend (default 300)").argParser(
+        arg(parsePositiveInt, "--shrink-runs"),
+      ),
+    )
+    .option("--check-determinism", "run each seed twice and report the first divergence", false)
+    .option("--no-guard", "let simulated code touch real time and randomness (may not replay)")
+    .option("--json", "print the summary as one JSON object", false)
+    .exitOverride()
+    .action(async (module, o) => {
+      onExit(
+        await sim(module, {
+          shrink: o.shrink,
+          checkDeterminism: o.checkDeterminism,
+          guard: o.guard,
+          json: o.json,
+          ...(o.scenario === undefined ? {} : { scenario: o.scenario }),
+          ...(o.seeds === undefined ? {} : { seeds: o.seeds }),
+          ...(o.first === undefined ? {} : { first: o.first }),
+          ...(o.seed === undefined ? {} : { seed: o.seed }),
+          ...(o.plan === undefined ? {} : { plan: o.plan }),
+          ...(o.ops === undefined ? {} : { ops: o.ops }),
+          ...(o.ties === undefined ? {} : { ties: o.ties }),
+          ...(o.jobs === undefined ? {} : { jobs: o.jobs }),
+          ...(o.shrinkMax === undefined ? {} : { shrinkMax: o.shrinkMax }),
+          ...(o.shrinkRuns === undefined ? {} : { shrinkRuns: o.shrinkRuns }),
         }),
       );
     });

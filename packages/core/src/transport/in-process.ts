@@ -72,6 +72,8 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
   const blocked = new Set<string>();
   /** Per directed link: when its last frame is due, so an in-order link never lets one overtake. */
   const lastDue = new Map<string, number>();
+  /** Per in-order link: frames scheduled but not yet delivered, oldest first. */
+  const inFlight = new Map<string, InboundFrame[]>();
   /** Per sender: the receiver's link key, so routing a frame builds no string. */
   const keys = new Map<string, Map<string, string>>();
   const keyOf = (from: string, to: string): string => {
@@ -138,6 +140,21 @@ export function createInProcessNetwork(options: InProcessNetworkOptions): InProc
         const last = lastDue.get(key);
         if (last !== undefined && last > due) due = last;
         lastDue.set(key, due);
+        // Timers due at the same instant may fire in any order (the simulator breaks such ties at
+        // random), so each one delivers the link's oldest frame in flight, not its own.
+        let waiting = inFlight.get(key);
+        if (waiting === undefined) {
+          waiting = [];
+          inFlight.set(key, waiting);
+        }
+        if (due <= now && waiting.length === 0) {
+          deliver(to, item);
+        } else {
+          const queue = waiting;
+          queue.push(item);
+          env.timers.schedule(() => deliver(to, queue.shift() as InboundFrame), due - now);
+        }
+        continue;
       }
       if (due <= now) deliver(to, item);
       else env.timers.schedule(() => deliver(to, item), due - now);

@@ -10,6 +10,8 @@ import http from "node:http";
 import https from "node:https";
 import { syncBuiltinESMExports } from "node:module";
 import net from "node:net";
+import timers from "node:timers";
+import timersPromises from "node:timers/promises";
 
 /** Thrown when simulated code reaches for the real world. */
 export class NondeterminismError extends Error {
@@ -86,8 +88,24 @@ export function installGuard(): Guard {
   patch(globalThis.crypto, "getRandomValues", "crypto.getRandomValues()");
   patch(crypto, "randomUUID", "crypto.randomUUID()");
   patch(crypto, "randomBytes", "crypto.randomBytes()");
+  patch(crypto, "randomFill", "crypto.randomFill()");
+  patch(crypto, "randomFillSync", "crypto.randomFillSync()");
+  patch(crypto, "randomInt", "crypto.randomInt()");
+  // The same functions as the globals, but a separate binding: `import { setTimeout } from "node:timers"`.
+  patch(timers, "setTimeout", "setTimeout() (node:timers)");
+  patch(timers, "setInterval", "setInterval() (node:timers)");
+  patch(timers, "setImmediate", "setImmediate() (node:timers)");
+  patch(timersPromises, "setTimeout", "setTimeout() (node:timers/promises)");
+  patch(timersPromises, "setInterval", "setInterval() (node:timers/promises)");
+  patch(timersPromises, "setImmediate", "setImmediate() (node:timers/promises)");
+  patch(timersPromises.scheduler, "wait", "scheduler.wait() (node:timers/promises)");
   patch(process.hrtime, "bigint", "process.hrtime.bigint()");
   patch(process, "hrtime", "process.hrtime()");
+  // The guarded hrtime replaces the function that carried `bigint`: give it a trap of its own.
+  Reflect.set(process.hrtime, "bigint", function guarded() {
+    throw trap("process.hrtime.bigint()");
+  });
+  patch(process, "uptime", "process.uptime()");
   patch(net.Socket.prototype, "connect", "a real socket (net.Socket.connect)");
   patch(net.Server.prototype, "listen", "a real server (net.Server.listen)");
   patch(dgram, "createSocket", "a real socket (dgram.createSocket)");

@@ -163,7 +163,7 @@ class Progress {
   }
 
   shrink(seed: number, runs: number, reproduced: number): void {
-    this.#shrinking = `shrinking seed ${seed}: ${runs} runs, ${reproduced} still failing`;
+    this.#shrinking = `shrinking seed ${seed}: ${runs} runs, ${reproduced} of them reproduced the failure`;
     this.#render(false);
   }
 
@@ -203,7 +203,10 @@ export interface SimSummary {
   readonly determinism?: ReadonlyArray<
     Omit<DeterminismResult, "run"> & { readonly replay: string }
   >;
+  /** Shrinks of failing seeds, with `--shrink` (empty without it, or when no seed failed). */
   readonly shrinks: ReadonlyArray<ShrinkSummary & { readonly replay: string }>;
+  /** Whether `--shrink` was given. */
+  readonly shrinkAsked: boolean;
   /** Virtual time covered by the seeds (each seed once). */
   readonly virtualMs: number;
   readonly events: number;
@@ -333,6 +336,7 @@ export async function sim(
         }
       : {}),
     shrinks: shrinks.map((s) => ({ ...s, replay: replay(s.replayArgs) })),
+    shrinkAsked: options.shrink,
     virtualMs,
     events,
     realMs: seedsMs,
@@ -415,6 +419,7 @@ export function formatSummary(s: SimSummary): string {
     lines.push(`  replay the shrunk run: ${sh.replay}`);
     lines.push("");
   }
+  if (s.shrinkAsked && s.failed.length === 0) lines.push("nothing to shrink: no seed failed", "");
   if (s.sometimesNeverHeld.length > 0) {
     lines.push(`sometimes, never held in any seed: ${s.sometimesNeverHeld.join("; ")}`);
   }

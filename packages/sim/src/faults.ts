@@ -121,6 +121,22 @@ export function drawPlan(
       throw new TypeError(`unknown fault kind '${String(kind)}': one of ${FAULT_KINDS.join(", ")}`);
     }
   }
+  if (!(safetyMs >= 0 && safetyMs < Number.POSITIVE_INFINITY)) {
+    throw new TypeError(`the safety phase must last a finite number of ms >= 0, got ${safetyMs}`);
+  }
+  const atLeastZero = (name: string, value: number | undefined) => {
+    if (value !== undefined && !(value >= 0 && value < Number.POSITIVE_INFINITY)) {
+      throw new TypeError(`fault option '${name}' must be a finite number >= 0, got ${value}`);
+    }
+  };
+  atLeastZero("ratePerSecond", options.ratePerSecond);
+  atLeastZero("maxDurationMs", options.maxDurationMs);
+  atLeastZero("maxClockJumpMs", options.maxClockJumpMs);
+  atLeastZero("maxDriftPpm", options.maxDriftPpm);
+  if (options.maxDriftPpm !== undefined && options.maxDriftPpm >= 1_000_000) {
+    // A drift of -1e6 ppm stops a clock, and beyond that it runs backwards.
+    throw new TypeError(`fault option 'maxDriftPpm' must be < 1000000, got ${options.maxDriftPpm}`);
+  }
   let kinds: readonly FaultKind[] = all;
   let rate = options.ratePerSecond ?? 1;
   if (options.swarm !== false && all.length > 0) {
@@ -256,9 +272,58 @@ export function decodePlan(text: string): FaultStep[] {
     if (typeof s !== "object" || s === null || !FAULT_KINDS.includes(s.kind as FaultKind)) {
       throw new TypeError(`fault plan step ${i} has an unknown kind`);
     }
-    if (typeof s.at !== "number" || !(s.at >= 0)) {
+    if (typeof s.at !== "number" || !(s.at >= 0 && s.at < Number.POSITIVE_INFINITY)) {
       throw new TypeError(`fault plan step ${i} needs a time 'at' >= 0`);
     }
+    checkFields(i, s as Record<string, unknown>);
   }
   return value as FaultStep[];
+}
+
+const finite = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
+
+/** Checks the fields of one decoded step of a known kind, so a bad plan fails here, not mid-run. */
+function checkFields(i: number, s: Record<string, unknown>): void {
+  const need = (field: string, what: string, ok: (v: unknown) => boolean, optional = false) => {
+    const v = s[field];
+    if (optional && v === undefined) return;
+    if (!ok(v))
+      throw new TypeError(`fault plan step ${i} (${String(s["kind"])}) needs '${field}': ${what}`);
+  };
+  const nodeId = (v: unknown) => typeof v === "string" && v.length > 0;
+  const nodeIds = (v: unknown) => Array.isArray(v) && v.every(nodeId);
+  const duration = () => need("durationMs", "a number of ms >= 0", (v) => finite(v) && v >= 0);
+  const probability = (v: unknown) => finite(v) && v >= 0 && v <= 1;
+  switch (s["kind"] as FaultKind) {
+    case "partition":
+      need("a", "an array of node ids", nodeIds);
+      need("b", "an array of node ids", nodeIds);
+      need("oneWay", "true or false", (v) => typeof v === "boolean", true);
+      duration();
+      break;
+    case "link":
+      need("from", "a node id", nodeId, true);
+      need("to", "a node id", nodeId, true);
+      need("drop", "a probability in [0, 1]", probability, true);
+      need("duplicate", "a probability in [0, 1]", probability, true);
+      need("delayMs", "a number of ms >= 0", (v) => finite(v) && v >= 0, true);
+      need("reorder", "true or false", (v) => typeof v === "boolean", true);
+      duration();
+      break;
+    case "isolate":
+    case "crash":
+    case "pause":
+      need("node", "a node id", nodeId);
+      duration();
+      break;
+    case "clock-jump":
+      need("node", "a node id", nodeId);
+      need("deltaMs", "a number of ms", finite);
+      break;
+    case "clock-drift":
+      need("node", "a node id", nodeId);
+      need("driftPpm", "a number of ppm > -1000000", (v) => finite(v) && v > -1_000_000);
+      duration();
+      break;
+  }
 }

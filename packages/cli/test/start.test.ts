@@ -3,12 +3,35 @@
  * NATS server without seeing each other. Every child is bounded in time and killed in `after`.
  */
 import assert from "node:assert/strict";
+import { createServer } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { killAll, type NatsServer, runCli, spawnCli, startNatsServer, until } from "./support.ts";
 
 const GREETER = fileURLToPath(new URL("./fixtures/greeter.ts", import.meta.url));
+
+/** A port that was free a moment ago. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (typeof address !== "object" || address === null) throw new Error("no port");
+  return address.port;
+}
+
+/** Whether the node's /metrics shows a request in flight on its server side. */
+async function inFlight(port: number): Promise<boolean> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`, {
+      signal: AbortSignal.timeout(1000),
+    });
+    const text = await res.text();
+    return /^keel_server_requests_in_flight\{[^}]*\} [1-9]/m.test(text);
+  } catch {
+    return false;
+  }
+}
 
 describe("keel start", { timeout: 60_000 }, () => {
   let nats: NatsServer;
@@ -22,6 +45,7 @@ describe("keel start", { timeout: 60_000 }, () => {
   });
 
   it("a second signal during the drain exits at once, non-zero, and says so", async () => {
+    const adminPort = await freePort();
     const node = spawnCli(
       [
         "start",
@@ -34,8 +58,10 @@ describe("keel start", { timeout: 60_000 }, () => {
         "drain",
         "--grace-ms",
         "20000",
+        "--admin-port",
+        String(adminPort),
       ],
-      20_000,
+      25_000,
     );
     await until(
       () => /ready/.test(node.output().stderr),
@@ -55,13 +81,18 @@ describe("keel start", { timeout: 60_000 }, () => {
         "--timeout",
         "18000",
       ],
-      20_000,
+      25_000,
     );
-    await sleep(500); // the call reaches the node before the first signal
+    // The first signal only once the node is working on the call (its in-flight gauge says so).
+    await until(
+      () => inFlight(adminPort),
+      10_000,
+      () => "the slow call to reach the node",
+    );
     node.child.kill("SIGTERM");
     await until(
       () => /draining/.test(node.output().stderr),
-      2000,
+      5000,
       () => node.output().stderr,
     );
     const t0 = performance.now();
@@ -70,7 +101,8 @@ describe("keel start", { timeout: 60_000 }, () => {
     const tookMs = performance.now() - t0;
     assert.equal(exit.code, 130, exit.stderr); // 128 + SIGINT
     assert.match(exit.stderr, /second signal: exiting without draining/);
-    assert.ok(tookMs < 2000, `exited ${tookMs.toFixed(0)} ms after the second signal`);
+    // The drain alone would have waited ~14 s more for the call.
+    assert.ok(tookMs < 5000, `exited ${tookMs.toFixed(0)} ms after the second signal`);
     // The abandoned call fails with a code rather than hanging to its timeout.
     const call = await slow.done;
     assert.equal(call.code, 1, call.stdout + call.stderr);

@@ -183,8 +183,9 @@ export function drawPlan(
           at,
           kind,
           ...(scoped ? { to: pick(random, nodes) } : {}),
-          drop: round(random.next() * 0.3 * 100) / 100,
-          duplicate: round(random.next() * 0.2 * 100) / 100,
+          // Three decimals, printed without binary noise (0.176, not 0.17600000000000002).
+          drop: Math.round(random.next() * 0.3 * 100 * 10) / 1000,
+          duplicate: Math.round(random.next() * 0.2 * 100 * 10) / 1000,
           delayMs: round(random.next() * 50),
           reorder: random.next() < 0.5,
           durationMs,

@@ -63,9 +63,15 @@ export function defineScenario<S>(scenario: Scenario<S>): Scenario<S> {
   if (typeof scenario.name !== "string" || scenario.name.length === 0) {
     throw new TypeError("a scenario needs a name");
   }
-  if (!(scenario.safetyMs > 0)) throw new TypeError("scenario 'safetyMs' must be > 0");
-  if (scenario.livenessMs !== undefined && !(scenario.livenessMs > 0)) {
-    throw new TypeError("scenario 'livenessMs' must be > 0");
+  // Finite too: the nemesis draws faults until the safety phase ends, and liveness must end.
+  if (!(scenario.safetyMs > 0 && Number.isFinite(scenario.safetyMs))) {
+    throw new TypeError("scenario 'safetyMs' must be > 0 and finite");
+  }
+  if (
+    scenario.livenessMs !== undefined &&
+    !(scenario.livenessMs > 0 && Number.isFinite(scenario.livenessMs))
+  ) {
+    throw new TypeError("scenario 'livenessMs' must be > 0 and finite");
   }
   if (scenario.ops !== undefined && !(Number.isInteger(scenario.ops) && scenario.ops >= 0)) {
     throw new TypeError("scenario 'ops' must be an integer >= 0");

@@ -99,6 +99,21 @@ describe("drawPlan", () => {
     assert.ok(mixes.size >= 10, `${mixes.size} mixes`);
   });
 
+  it("draws link probabilities that print cleanly, in range", () => {
+    const { plan } = drawPlan(createRandom(4), NODES, 60_000, { kinds: ["link"], swarm: false });
+    assert.ok(plan.length > 20);
+    for (const step of plan) {
+      if (step.kind !== "link") continue;
+      for (const [p, max] of [
+        [step.drop ?? 0, 0.3],
+        [step.duplicate ?? 0, 0.2],
+      ] as const) {
+        assert.ok(p >= 0 && p <= max);
+        assert.match(String(p), /^0(\.\d{1,3})?$/, describeStep(step));
+      }
+    }
+  });
+
   it("splits a partition into two non-empty sides covering every node", () => {
     for (let seed = 1; seed <= 30; seed++) {
       const { plan } = drawPlan(createRandom(seed), NODES, 10_000, { kinds: ["partition"] });

@@ -154,9 +154,6 @@ export class World {
     const trace = this.#trace;
     const limit = this.#fired + maxEvents;
     this.#stopRequested = false;
-    // Continue inside a promise job: a nextTick queued from a macrotask (a timer, an I/O or a
-    // worker-message callback) would run before the microtasks already queued, not after them.
-    await null;
     for (;;) {
       await quiesce();
       if (done() || this.#stopRequested) return "done";

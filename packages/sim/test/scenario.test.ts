@@ -334,7 +334,7 @@ describe("checkDeterminism", () => {
  * Fails iff node x is down when operation 5 runs (operation i runs at (i + 1) × 100 ms into the
  * safety phase), so the one essential fault is a crash of x over 600 ms.
  */
-const crashOverOp5 = (faults: Scenario["faults"]) =>
+const crashOverOp5 = (faults: Exclude<Scenario["faults"], undefined>) =>
   defineScenario({
     name: "crash over op 5",
     safetyMs: 3000,

@@ -333,8 +333,7 @@ export class Calls {
     if (ep.local) {
       const hosted = n.hosted.get(key)!;
       const local = hosted.actions.get(actionName) ?? action;
-      if (span !== undefined && route === undefined)
-        span.setAttribute("server.address", n.id);
+      if (span !== undefined && route === undefined) span.setAttribute("server.address", n.id);
       return this.#server.callLocal(
         hosted,
         local,
@@ -492,9 +491,10 @@ export class Calls {
     if (span !== undefined) {
       tc = traceparent(span.spanContext());
       // A hedged call's attempts share its span, which counts them itself.
-      if (!call.hedged)
+      if (!call.hedged) {
         span.setAttribute("server.address", ep.node);
         if (call.attempts > 1) span.setAttribute("keel.attempts", call.attempts);
+      }
     }
     const frame: RequestFrame = {
       v: WIRE_VERSION,

@@ -1,7 +1,8 @@
 /**
- * Metrics and health: nodes record Keel's metrics into @keel/prometheus, an admin server serves
- * them at /metrics with the health probes, and the numbers match the workload. The nodes run on
- * virtual time; the admin server is a real HTTP server on a free loopback port.
+ * Metrics and health: nodes record Keel's metrics into @keel/prometheus, in the application's own
+ * prom-client registry next to its metrics; an admin server serves them at /metrics with the
+ * health probes, and the numbers match the workload. The nodes run on virtual time; the admin
+ * server is a real HTTP server on a free loopback port.
  *
  * Run from the repository root: npx node docs/examples/metrics.ts
  */
@@ -15,6 +16,7 @@ import {
   startAdminServer,
 } from "@keel/core";
 import { createPrometheusMetrics } from "@keel/prometheus";
+import { Counter, Registry } from "prom-client";
 import { z } from "zod";
 
 function check(ok: boolean, what: string): void {
@@ -33,8 +35,13 @@ const orders = defineService("orders").action("place", {
 
 const env = createVirtualEnv({ seed: 1 });
 const network = createInProcessNetwork({ env });
-// One set of metrics for the process; each node's series carry its id as the `node` label.
-const metrics = createPrometheusMetrics();
+// The application's prom-client registry, with a metric of its own.
+const registry = new Registry();
+const jobs = new Counter({ name: "app_jobs_total", help: "Jobs run.", registers: [registry] });
+jobs.inc();
+// One set of Keel metrics for the process, in that registry, with prom-client's default metrics
+// (off by default on a registry you pass); each node's series carry its id as the `node` label.
+const metrics = createPrometheusMetrics({ registry, defaultMetrics: true });
 const node = (id: string, services = [orders]) =>
   createNode({
     id,
@@ -77,6 +84,8 @@ check(line(ok) === `${ok} 3`, "three calls succeeded");
 check(line(refused) === `${refused} 1`, "one was refused by the handler");
 const sum = Number(line(seconds)?.split(" ")[1]);
 check(Math.abs(sum - 0.009) < 1e-9, "3 x 3 ms on the node's clock");
+check(line("app_jobs_total ") === "app_jobs_total 1", "the application's metric, same registry");
+check(line("nodejs_eventloop_lag_p99_seconds ") !== undefined, "prom-client's default metrics");
 
 // Draining: the readiness probe turns 503 at once, so a load balancer stops sending traffic,
 // while the request in flight finishes.

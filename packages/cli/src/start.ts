@@ -9,7 +9,6 @@ import {
 } from "@keel/core";
 import { msgpackCodec } from "@keel/core/msgpack";
 import { createNatsTransport, serveDiscovery } from "@keel/nats";
-import { createPrometheusMetrics } from "@keel/prometheus";
 import { cliLogger, type LogLevels } from "./log.ts";
 import { loadServices } from "./services.ts";
 import { EXIT } from "./usage.ts";
@@ -51,8 +50,12 @@ export async function start(modulePath: string, options: StartOptions): Promise<
     logger: log.child({ module: "keel.nats" }),
     ...cluster,
   });
-  // Metrics are recorded when the admin server can serve them at /metrics.
-  const metrics = options.adminPort === undefined ? undefined : createPrometheusMetrics();
+  // Metrics are recorded when the admin server can serve them at /metrics. prom-client is loaded
+  // only then, so `keel call` and `keel sim` do not pay for it at startup.
+  const metrics =
+    options.adminPort === undefined
+      ? undefined
+      : (await import("@keel/prometheus")).createPrometheusMetrics();
   const node = createNode({
     id,
     env,

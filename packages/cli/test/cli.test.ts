@@ -198,7 +198,7 @@ describe("keel", { timeout: 60_000 }, () => {
     assert.match(served("ok") ?? "", / 2$/);
     assert.match(served("INVALID_ARGUMENT") ?? "", / 2$/);
     assert.match(text, /^keel_node_state\{node="n1",state="ready"\} 1$/m);
-    assert.match(text, /^keel_event_loop_lag_seconds\{stat="p99"\} /m);
+    assert.match(text, /^nodejs_eventloop_lag_p99_seconds /m); // prom-client default metrics
     const check = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
     assert.equal(`${check.stdout}${check.stderr}`, "");
     assert.equal(check.status, 0);

@@ -1,10 +1,11 @@
 /**
- * @keel/prometheus: Keel's metrics in the Prometheus text format, for a node's `/metrics`.
+ * @keel/prometheus: Keel's metrics on prom-client, in your registry or its own, for a node's
+ * `/metrics`.
  * @module
  */
-export { CONTENT_TYPE, formatExposition } from "./exposition.ts";
 export {
   createPrometheusMetrics,
   type PrometheusMetrics,
   type PrometheusMetricsOptions,
+  type PromRegistry,
 } from "./metrics.ts";

@@ -1,96 +1,239 @@
-import { type ELDHistogram, monitorEventLoopDelay } from "node:perf_hooks";
 import {
+  type Counter,
   createMemoryMetrics,
+  DEFAULT_SECONDS_BUCKETS,
+  type Gauge,
+  type Histogram,
+  type HistogramOptions,
+  KeelError,
   type MemoryMetrics,
   type MetricFamily,
+  type MetricOptions,
   type MetricsEndpoint,
+  type SeriesSnapshot,
 } from "@keel/core";
-import { CONTENT_TYPE, formatExposition } from "./exposition.ts";
+import {
+  collectDefaultMetrics,
+  type OpenMetricsContentType,
+  Counter as PromCounter,
+  Gauge as PromGauge,
+  Histogram as PromHistogram,
+  Registry,
+} from "prom-client";
+
+/** A prom-client registry, in the Prometheus text format or OpenMetrics. */
+export type PromRegistry = Registry | Registry<OpenMetricsContentType>;
 
 /** Options of `createPrometheusMetrics`. */
 export interface PrometheusMetricsOptions {
   /**
-   * Measure the event loop's lag (`keel_event_loop_lag_seconds`) with `perf_hooks`; default true.
-   * `resolutionMs` is the sampling period (default 10 ms).
+   * The prom-client registry Keel's metrics join, next to yours. Default: a new `Registry` of its
+   * own (never prom-client's global `register` unless you pass it).
    */
-  readonly eventLoopLag?: boolean | { readonly resolutionMs?: number };
+  readonly registry?: PromRegistry;
+  /**
+   * prom-client's default metrics (`collectDefaultMetrics`: process CPU, memory, file descriptors,
+   * heap, GC, event-loop lag as `nodejs_eventloop_lag_*`) in the registry; `{ prefix }` puts a
+   * prefix before their names. Default: on for a registry Keel creates, off for yours (you may
+   * collect them already).
+   */
+  readonly defaultMetrics?: boolean | { readonly prefix?: string };
 }
 
 /**
- * Metrics for one process, exported in the Prometheus text format: give it to nodes as their
- * `metrics` option and to `startAdminServer` as its `/metrics` endpoint.
+ * Keel's metrics in a prom-client registry: give it to nodes as their `metrics` option and to
+ * `startAdminServer` as its `/metrics` endpoint. `value()` and `collect()` read what was recorded.
  */
 export interface PrometheusMetrics extends MemoryMetrics, MetricsEndpoint {
-  /** `text/plain; version=0.0.4; charset=utf-8`. */
+  /** The prom-client registry the metrics are registered in (the one given, or Keel's own). */
+  readonly registry: PromRegistry;
+  /** The registry's content type: `text/plain; version=0.0.4; charset=utf-8` unless OpenMetrics. */
   readonly contentType: string;
-  /** Collects every metric and writes the exposition text. */
+  /** `registry.metrics()`: every metric of the registry (Keel's, yours, the default ones) as text. */
   render(): Promise<string>;
-  /** Stops measuring the event loop; recorded values stay readable. */
+  /**
+   * Unregisters from the registry what this call registered (prom-client cannot stop its default
+   * metrics' event-loop and GC monitors); recorded values stay readable through `value()`.
+   */
   close(): void;
 }
 
-/** The lag statistics exported per scrape, from the event-loop delay histogram (nanoseconds). */
-const LAG_STATS = ["mean", "p50", "p90", "p99", "max"] as const;
+/**
+ * prom-client's default gauges whose names end in `_total`: `promtool check metrics` rejects them
+ * (only counters may), and each is the sum of the gauge of the same name without `_total`.
+ */
+const MISNAMED_DEFAULTS = [
+  "nodejs_active_handles_total",
+  "nodejs_active_requests_total",
+  "nodejs_active_resources_total",
+] as const;
 
-function lagOf(h: ELDHistogram, stat: (typeof LAG_STATS)[number]): number {
-  switch (stat) {
-    case "mean":
-      return h.mean;
-    case "p50":
-      return h.percentile(50);
-    case "p90":
-      return h.percentile(90);
-    case "p99":
-      return h.percentile(99);
-    case "max":
-      return h.max;
+const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+
+/**
+ * One prom-client histogram series as prom-client 15 keeps it: counts per upper bound (not
+ * cumulative), sum and count. prom-client has no way to set them, so Keel writes its records into
+ * the histogram's `hashMap` at collect time; the tests check exact buckets, so a change there in
+ * prom-client fails them rather than exporting wrong numbers.
+ */
+interface HistogramRecord {
+  readonly labels: Readonly<Record<string, string>>;
+  readonly bucketValues: Record<number, number>;
+  readonly sum: number;
+  readonly count: number;
+}
+
+function histogramRecords(series: readonly SeriesSnapshot[]): Record<string, HistogramRecord> {
+  const records: Record<string, HistogramRecord> = {};
+  for (let i = 0; i < series.length; i++) {
+    const s = series[i]!;
+    if (!("buckets" in s)) continue;
+    const bucketValues: Record<number, number> = {};
+    let below = 0;
+    for (const b of s.buckets) {
+      if (b.le === Number.POSITIVE_INFINITY) continue; // prom-client writes +Inf from the count
+      bucketValues[b.le] = b.count - below;
+      below = b.count;
+    }
+    records[i] = { labels: s.labels, bucketValues, sum: s.sum, count: s.count };
   }
+  return records;
 }
 
 /**
- * Creates Prometheus metrics: recording goes to in-memory series (a field update on hot paths);
- * `render()` collects them into the text exposition format. Nothing is process-global: each call
- * makes its own set, and several nodes may share one (their series differ by the `node` label).
+ * Creates Keel's metrics on prom-client. Hot paths record into series resolved once (a field
+ * update, no label lookup, no allocation); each prom-client `Counter`, `Gauge` and `Histogram`
+ * reads them in its `collect()` when the registry is scraped, after the port's `onCollect` hooks
+ * have run: prom-client's own `labels(...)` children build a label string and look their series
+ * up on every update, which on a call's eight updates costs more than the call. Nothing is
+ * process-global: each call has its own series; nodes may share them (they differ by `node`).
  * @example
- * const metrics = createPrometheusMetrics();
+ * const metrics = createPrometheusMetrics(); // or { registry } to join your prom-client registry
  * const node = createNode({ id: "orders-1", transport, services: [orders], metrics });
  * await node.start();
  * await startAdminServer(node, { port: 9464, metrics }); // GET /metrics
  */
 export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}): PrometheusMetrics {
   const memory = createMemoryMetrics();
-  const lagOption = options.eventLoopLag ?? true;
-  let monitor: ELDHistogram | undefined;
-  if (lagOption !== false) {
-    const resolution = lagOption === true ? 10 : (lagOption.resolutionMs ?? 10);
-    monitor = monitorEventLoopDelay({ resolution });
-    monitor.enable();
-    const lag = memory.gauge({
-      name: "keel_event_loop_lag_seconds",
-      help: "Event loop delay of this process since the previous scrape (mean, p50, p90, p99, max), from perf_hooks.",
-      labelNames: ["stat"],
-    });
-    const h = monitor;
-    memory.onCollect(() => {
-      // Before the first sample the histogram reports NaN or huge sentinels: export 0 instead.
-      const sampled = h.count > 0;
-      for (const stat of LAG_STATS) lag.set({ stat }, sampled ? lagOf(h, stat) / 1e9 : 0);
-      h.reset();
-    });
+  const registry: PromRegistry = options.registry ?? new Registry();
+  /** Names this call registered in the registry, Keel's and the default metrics. */
+  const registered: string[] = [];
+
+  const defaults = options.defaultMetrics ?? options.registry === undefined;
+  if (defaults !== false) {
+    const prefix = defaults === true ? "" : (defaults.prefix ?? "");
+    if (prefix !== "" && !NAME.test(prefix)) {
+      throw new KeelError("CONFIGURATION", `default metrics prefix '${prefix}' must match ${NAME}`);
+    }
+    if (registry.getSingleMetric(`${prefix}process_cpu_user_seconds_total`) !== undefined) {
+      throw new KeelError(
+        "CONFIGURATION",
+        `the registry already has prom-client's default metrics (prefix '${prefix}'): pass defaultMetrics: false`,
+      );
+    }
+    const before = new Set(registry.getMetricsAsArray().map((m) => m.name));
+    collectDefaultMetrics({ register: registry, prefix });
+    for (const name of MISNAMED_DEFAULTS) registry.removeSingleMetric(prefix + name);
+    for (const m of registry.getMetricsAsArray()) if (!before.has(m.name)) registered.push(m.name);
   }
-  const collect = (): MetricFamily[] => memory.collect();
+
+  // prom-client calls every metric's collect() in one synchronous pass per scrape: the first one
+  // runs the hooks and snapshots the series; the others read that snapshot.
+  let snapshot: Map<string, MetricFamily> | undefined;
+  const seriesOf = (name: string): readonly SeriesSnapshot[] => {
+    if (snapshot === undefined) {
+      const families = new Map<string, MetricFamily>();
+      for (const f of memory.collect()) families.set(f.name, f);
+      snapshot = families;
+      queueMicrotask(() => {
+        snapshot = undefined;
+      });
+    }
+    return snapshot.get(name)?.series ?? [];
+  };
+
+  /** Registers one prom-client metric for a Keel metric, on its first declaration. */
+  const exported = new Set<string>();
+  let closed = false;
+  const register = (name: string, make: () => void): void => {
+    if (closed || exported.has(name)) return;
+    try {
+      make();
+    } catch (err) {
+      throw new KeelError(
+        "CONFIGURATION",
+        `metric '${name}' is already in the prom-client registry (your own, or another createPrometheusMetrics on the same registry)`,
+        { cause: err },
+      );
+    }
+    exported.add(name);
+    registered.push(name);
+  };
+  const registers = [registry];
+
   return {
-    counter: memory.counter,
-    gauge: memory.gauge,
-    histogram: memory.histogram,
+    counter<L extends string>(o: MetricOptions<L>): Counter<L> {
+      const counter = memory.counter(o);
+      const name = o.name;
+      register(name, () => {
+        new PromCounter<string>({
+          name,
+          help: o.help,
+          labelNames: o.labelNames,
+          registers,
+          collect() {
+            this.reset();
+            for (const s of seriesOf(name)) if ("value" in s) this.inc(s.labels, s.value);
+          },
+        });
+      });
+      return counter;
+    },
+    gauge<L extends string>(o: MetricOptions<L>): Gauge<L> {
+      const gauge = memory.gauge(o);
+      const name = o.name;
+      register(name, () => {
+        new PromGauge<string>({
+          name,
+          help: o.help,
+          labelNames: o.labelNames,
+          registers,
+          collect() {
+            this.reset(); // series removed from Keel's gauge (a peer's breaker) go too
+            for (const s of seriesOf(name)) if ("value" in s) this.set(s.labels, s.value);
+          },
+        });
+      });
+      return gauge;
+    },
+    histogram<L extends string>(o: HistogramOptions<L>): Histogram<L> {
+      const histogram = memory.histogram(o);
+      const name = o.name;
+      register(name, () => {
+        new PromHistogram<string>({
+          name,
+          help: o.help,
+          labelNames: o.labelNames,
+          buckets: [...(o.buckets ?? DEFAULT_SECONDS_BUCKETS)],
+          registers,
+          collect() {
+            Reflect.set(this, "hashMap", histogramRecords(seriesOf(name)));
+          },
+        });
+      });
+      return histogram;
+    },
     onCollect: memory.onCollect,
-    collect,
+    collect: memory.collect,
     value: memory.value,
-    contentType: CONTENT_TYPE,
-    render: () => Promise.resolve(formatExposition(collect())),
+    registry,
+    get contentType(): string {
+      return registry.contentType;
+    },
+    render: () => registry.metrics(),
     close() {
-      monitor?.disable();
-      monitor = undefined;
+      closed = true;
+      for (const name of registered.splice(0)) registry.removeSingleMetric(name);
     },
   };
 }

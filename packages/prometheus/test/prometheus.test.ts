@@ -19,6 +19,7 @@ import {
   silentLogger,
   startAdminServer,
 } from "@keel/core";
+import { Counter, type OpenMetricsContentType, Registry, register } from "prom-client";
 import { z } from "zod";
 import { createPrometheusMetrics, type PrometheusMetrics } from "../src/index.ts";
 import { type Exposition, parseExposition, sampleOf, sumOf } from "./exposition-parse.ts";
@@ -294,7 +295,8 @@ describe("@keel/prometheus on a workload", () => {
       1,
     );
     assert.equal(sampleOf(scraped, "keel_node_state", { node: "caller", state: "ready" }), 1);
-    assert.ok(sampleOf(scraped, "keel_event_loop_lag_seconds", { stat: "max" }) >= 0);
+    // Event-loop lag comes from prom-client's default metrics, on by default on Keel's registry.
+    assert.ok(sampleOf(scraped, "nodejs_eventloop_lag_max_seconds") >= 0);
   });
 
   it("exports every metric of the catalogue with its documented type", () => {
@@ -355,6 +357,106 @@ describe("@keel/prometheus on a workload", () => {
     const check = spawnSync("promtool", ["check", "rules", file], { encoding: "utf8" });
     rmSync(dir, { recursive: true });
     assert.equal(check.status, 0, `${check.stdout}${check.stderr}`);
+  });
+});
+
+describe("@keel/prometheus with your own prom-client registry", () => {
+  const isConfiguration = (e: unknown) => e instanceof KeelError && e.code === "CONFIGURATION";
+
+  it("puts Keel's metrics next to yours, reads its gauges when you scrape, and leaves the rest", async () => {
+    const registry = new Registry();
+    const jobs = new Counter({
+      name: "app_jobs_total",
+      help: "Jobs the application ran.",
+      labelNames: ["kind"],
+      registers: [registry],
+    });
+    jobs.inc({ kind: "import" }, 3);
+    const metrics = createPrometheusMetrics({ registry });
+    assert.equal(metrics.registry, registry);
+    const env = createVirtualEnv({ seed: 9 });
+    const node = createNode({
+      id: "n",
+      env,
+      transport: createInProcessNetwork({ env }).transport("n"),
+      services: [shop],
+      logger: silentLogger,
+      metrics,
+    });
+    await node.start();
+    const paid = node.call(shop, "pay", "x");
+    await env.advance(10);
+    assert.equal(await paid, "paid");
+
+    // Scraped through the user's registry, not through Keel.
+    const text = await registry.metrics();
+    const scraped = parseExposition(text);
+    assert.equal(sampleOf(scraped, "app_jobs_total", { kind: "import" }), 3);
+    const pay = { node: "n", service: "shop@1", action: "pay", outcome: "ok" };
+    assert.equal(sampleOf(scraped, "keel_client_requests_total", pay), 1);
+    assert.equal(sampleOf(scraped, "keel_server_request_duration_seconds_count", pay), 1);
+    assert.equal(
+      sampleOf(scraped, "keel_server_request_duration_seconds_bucket", { ...pay, le: "0.005" }),
+      1,
+    );
+    // A gauge read by a collect hook: the node's state at the scrape.
+    assert.equal(sampleOf(scraped, "keel_node_state", { node: "n", state: "ready" }), 1);
+    assert.deepEqual(
+      [...scraped.types.keys()].filter((n) => !n.startsWith("keel_")),
+      ["app_jobs_total"],
+      "no default metrics on a registry that is not Keel's unless asked",
+    );
+    assert.equal(promtool(text).status, 0);
+    assert.equal(
+      register.getSingleMetric("keel_client_requests_total"),
+      undefined,
+      "prom-client's global register untouched",
+    );
+
+    // A second set on the same registry clashes with a coded error; close() frees the names.
+    const again = createPrometheusMetrics({ registry });
+    assert.throws(() => again.counter(KEEL_METRICS.clientRequests), isConfiguration);
+    const stopping = node.stop({ graceMs: 0 });
+    await env.advance(10);
+    await stopping;
+    metrics.close();
+    assert.equal(registry.getSingleMetric("keel_client_requests_total"), undefined);
+    assert.equal(registry.getSingleMetric("app_jobs_total"), jobs);
+    assert.equal(metrics.value("keel_client_requests_total", pay), 1, "values stay readable");
+  });
+
+  it("adds prom-client's default metrics when asked, with a prefix, once per registry", async () => {
+    const registry = new Registry();
+    const metrics = createPrometheusMetrics({ registry, defaultMetrics: { prefix: "shop_" } });
+    const text = await metrics.render();
+    const names = new Set(parseExposition(text).types.keys());
+    assert.ok(names.has("shop_nodejs_eventloop_lag_p99_seconds"));
+    assert.ok(names.has("shop_process_cpu_seconds_total"));
+    assert.ok(!names.has("shop_nodejs_active_handles_total"), "gauges named _total are dropped");
+    assert.deepEqual(promtool(text), { status: 0, output: "" });
+    assert.throws(
+      () => createPrometheusMetrics({ registry, defaultMetrics: { prefix: "shop_" } }),
+      isConfiguration,
+    );
+    assert.throws(
+      () => createPrometheusMetrics({ defaultMetrics: { prefix: "1x" } }),
+      isConfiguration,
+    );
+    metrics.close();
+    assert.equal(registry.getMetricsAsArray().length, 0);
+  });
+
+  it("speaks OpenMetrics when the registry does", async () => {
+    const registry = new Registry<OpenMetricsContentType>();
+    registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+    const metrics = createPrometheusMetrics({ registry });
+    metrics.counter(KEEL_METRICS.hedges).inc({ node: "n", service: "s@1", action: "a" });
+    assert.equal(metrics.contentType, "application/openmetrics-text; version=1.0.0; charset=utf-8");
+    const text = await metrics.render();
+    assert.match(text, /^# TYPE keel_client_hedges counter$/m);
+    assert.match(text, /^keel_client_hedges_total\{node="n",service="s@1",action="a"\} 1$/m);
+    assert.ok(text.endsWith("# EOF\n"));
+    metrics.close();
   });
 });
 

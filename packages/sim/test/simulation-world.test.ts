@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { Env } from "@keel/core";
+import { type Env, KeelError } from "@keel/core";
 import { createSimulation, type NodeLife, SimulationStuckError } from "../src/index.ts";
 import { echoService, tryHit } from "./sim-support.ts";
 
@@ -449,5 +449,43 @@ describe("determinism of a whole world", () => {
     assert.deepEqual(await once(21), a);
     assert.ok(a.results.every((r) => r.startsWith("ok ")));
     assert.notEqual((await once(22)).hash, a.hash);
+  });
+});
+
+describe("operations and histories", () => {
+  it("records ok, fail for a definite error, and info for an unknown outcome; never throws", async () => {
+    const sim = createSimulation({ seed: 1 });
+    const history = sim.history<string, string>();
+    await sim.run(async () => {
+      await sim.sleep(10);
+      const ok = await sim.operation(history, 1, "a", async () => {
+        await sim.sleep(5);
+        return "done";
+      });
+      assert.deepEqual(ok, { ok: true, output: "done" });
+      const definite = new KeelError("INVALID_ARGUMENT", "bad");
+      const failed = await sim.operation(history, 2, "b", async () => {
+        throw definite;
+      });
+      assert.deepEqual(failed, { ok: false, error: definite });
+      await sim.operation(history, 3, "c", async () => {
+        await sim.sleep(7);
+        throw new KeelError("DEADLINE_EXCEEDED", "slow");
+      });
+      await sim.operation(history, 4, "d", async () => {
+        throw new Error("not a KeelError");
+      });
+    });
+    const ops = history.operations();
+    assert.deepEqual(
+      ops.map((o) => [o.process, o.input, o.status, o.call, o.return]),
+      [
+        [1, "a", "ok", 10, 15],
+        [2, "b", "fail", 15, 15],
+        // An unknown outcome may take effect at any later time.
+        [3, "c", "info", 15, Number.POSITIVE_INFINITY],
+        [4, "d", "info", 22, Number.POSITIVE_INFINITY],
+      ],
+    );
   });
 });

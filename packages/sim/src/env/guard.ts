@@ -106,6 +106,8 @@ export function installGuard(): Guard {
     throw trap("process.hrtime.bigint()");
   });
   patch(process, "uptime", "process.uptime()");
+  // A real timer behind a signal: in a simulation it would never fire, silently.
+  patch(AbortSignal, "timeout", "AbortSignal.timeout()");
   patch(net.Socket.prototype, "connect", "a real socket (net.Socket.connect)");
   patch(net.Server.prototype, "listen", "a real server (net.Server.listen)");
   patch(dgram, "createSocket", "a real socket (dgram.createSocket)");

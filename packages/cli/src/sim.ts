@@ -344,7 +344,12 @@ export async function sim(
     speedup: seedsMs > 0 ? Math.round(virtualMs / seedsMs) : 0,
     shrinkRealMs: shrinkMs,
   };
-  out.stdout.write(options.json ? `${JSON.stringify(summary)}\n` : formatSummary(summary));
+  // Wait until the text is handed to the OS: main.ts exits right after, and a pipe's writes are
+  // asynchronous (a large --json summary would be cut short).
+  const text = options.json ? `${JSON.stringify(summary)}\n` : formatSummary(summary);
+  await new Promise<void>((resolve, reject) =>
+    out.stdout.write(text, (err) => (err ? reject(err) : resolve())),
+  );
   const nondeterministic = summary.determinism?.some((d) => !d.deterministic) === true;
   return summary.failed.length > 0 || nondeterministic ? EXIT.failed : EXIT.ok;
 }

@@ -29,7 +29,12 @@ const cleanEnv = Object.fromEntries(
 
 /** Runs `keel <args>` from the repository root; killed if it outlives `timeoutMs`. */
 function keel(args: readonly string[], timeoutMs = 20_000): Promise<Result> {
-  const child = spawn(process.execPath, [MAIN, ...args], {
+  return run(process.execPath, [MAIN, ...args], timeoutMs);
+}
+
+/** Runs a program from the repository root; killed if it outlives `timeoutMs`. */
+function run(program: string, args: readonly string[], timeoutMs = 20_000): Promise<Result> {
+  const child = spawn(program, args, {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
     env: cleanEnv,
@@ -187,6 +192,15 @@ describe("keel sim", { timeout: 120_000 }, () => {
     const r = await keel(["sim", FIXTURE, "--seeds", "3"]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^sometimes, never held in any seed: never happens$/m);
+  });
+
+  it("writes a --json summary larger than a pipe's buffer whole", async () => {
+    // Through `| cat`: a kernel pipe (64 KiB), not the larger socket pair spawn() would give.
+    const shell = `"$0" "$@" | cat`;
+    const args = ["sim", FIXTURE, "--seeds", "400", "--jobs", "1", "--json"];
+    const r = await run("/bin/sh", ["-c", shell, process.execPath, MAIN, ...args]);
+    assert.ok(r.stdout.length > 65_536, `${r.stdout.length} bytes`);
+    assert.equal(summary(r).runs.length, 400);
   });
 
   it("is listed in the help, with its options", async () => {

@@ -210,7 +210,9 @@ export async function runScenario<S>(
     await scenario.check?.(sim, state, info);
     // End every process at once: nothing of this run may leak into the next.
     sim.shutdown();
-    await workload;
+    // A workload that ignores `stopping` has failed 'liveness' already; waiting for it would run
+    // the world until the event cap (minutes of real time) for nothing.
+    if (workloadDone) await workload;
   };
 
   try {

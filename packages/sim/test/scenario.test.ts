@@ -154,6 +154,21 @@ describe("runScenario", () => {
     assert.match(report.failures[0]?.detail ?? "", /workload was still running/);
   });
 
+  it("ends promptly, failing only 'liveness', when the workload never stops", async () => {
+    const report = await runScenario(
+      defineScenario({
+        ...base,
+        livenessMs: 300,
+        async workload(sim) {
+          for (;;) await sim.sleep(10);
+        },
+      }),
+      { seed: 1 },
+    );
+    assert.deepEqual(names(report), ["liveness"]);
+    assert.ok(report.events < 1000, `${report.events} events`);
+  });
+
   it("fails 'workload threw' with the error's stack", async () => {
     const report = await runScenario(
       defineScenario({

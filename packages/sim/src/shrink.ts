@@ -120,7 +120,12 @@ export function formatTimeline(
   const limit = options.limit ?? 40;
   const entries = report.timeline;
   for (const entry of entries.slice(0, limit)) lines.push(`${fmt(entry.atMs)}  ${entry.text}`);
-  if (entries.length > limit) lines.push(`          … ${entries.length - limit} more lines`);
+  if (entries.length > limit) {
+    // The failures are the point of the story: never cut them off.
+    const failed = entries.slice(limit).filter((e) => e.text.startsWith("FAILED "));
+    lines.push(`          … ${entries.length - limit - failed.length} more lines`);
+    for (const entry of failed) lines.push(`${fmt(entry.atMs)}  ${entry.text}`);
+  }
   return lines.join("\n");
 }
 

@@ -417,6 +417,33 @@ describe("replay", () => {
   });
 });
 
+describe("formatTimeline", () => {
+  it("cuts a long story at the limit but always keeps the failures", async () => {
+    const report = await runScenario(
+      defineScenario({
+        ...base,
+        async workload(sim) {
+          for (let i = 0; i < 60; i++) {
+            sim.note(`step ${i}`);
+            await sim.sleep(1);
+          }
+          sim.fail("late failure", "after 60 lines");
+          sim.note("epilogue");
+        },
+      }),
+      { seed: 1 },
+    );
+    const text = formatTimeline(report, { limit: 10 });
+    const lines = text.split("\n");
+    assert.equal(lines.length, 12);
+    assert.match(lines[0] ?? "", /^\s+0\.000 s {2}step 0$/);
+    assert.match(lines[9] ?? "", /step 9$/);
+    assert.equal(lines[10]?.trim(), "… 52 more lines");
+    assert.match(lines[11] ?? "", /^\s+0\.060 s {2}FAILED late failure: after 60 lines$/);
+    assert.equal(formatTimeline(report).split("\n").length, 42);
+  });
+});
+
 describe("shrink", () => {
   it("reduces a noisy plan to the one essential fault and the fewest operations", async () => {
     const scenario = crashOverOp5(false);

@@ -227,8 +227,17 @@ describe("keel", { timeout: 60_000 }, () => {
 
   it("SIGTERM drains: ready turns 503, the in-flight call completes, exit 0", async () => {
     const slow = spawnCli(["call", "greeter.slow", '{"ms":1500}', "--nats", nats.url, "--json"]);
-    // Let the call reach the node before the signal.
-    await sleep(500);
+    // Signal once the call is in flight on the node (its in-flight gauge), however slow the
+    // `keel call` process is to start: a fixed head start failed on a loaded machine.
+    const inFlight = `keel_server_requests_in_flight{node="n1",service="greeter@1",action="slow"} 1`;
+    await until(
+      async () =>
+        (await fetch(`http://127.0.0.1:${adminPort}/metrics`).then((r) => r.text())).includes(
+          inFlight,
+        ),
+      10_000,
+      () => "the slow call to be in flight on the node",
+    );
     node.child.kill("SIGTERM");
     await until(
       async () => (await health(adminPort, "/health/ready")) === 503,

@@ -116,6 +116,7 @@ export interface SeedResult {
   readonly ok: boolean;
   readonly failures: readonly SeedFailure[];
   readonly sometimesMissed: readonly string[];
+  readonly sometimesHeld: readonly string[];
   readonly faults: number;
   readonly kinds: readonly string[];
   readonly ops: number;
@@ -175,6 +176,7 @@ function summarise(report: RunReport, choices: TaskChoices, timeline = false): S
       count: f.count,
     })),
     sometimesMissed: [...report.sometimesMissed],
+    sometimesHeld: [...report.sometimesHeld],
     faults: report.plan.length,
     kinds: [...(report.profile?.kinds ?? [])],
     ops: report.ops,

@@ -312,8 +312,11 @@ export async function sim(
 
   const ordered = seeds.map((s) => runs.get(s)).filter((r) => r !== undefined);
   const missed = new Map<string, number>();
-  for (const r of ordered)
+  const held = new Set<string>();
+  for (const r of ordered) {
     for (const name of r.sometimesMissed) missed.set(name, (missed.get(name) ?? 0) + 1);
+    for (const name of r.sometimesHeld) held.add(name);
+  }
   const virtualMs = ordered.reduce((sum, r) => sum + r.virtualMs, 0);
   const events = ordered.reduce((sum, r) => sum + r.events, 0);
   const checkFlag = options.checkDeterminism ? ["--check-determinism"] : [];
@@ -325,7 +328,7 @@ export async function sim(
     passed: ordered.filter((r) => r.ok).length,
     failed: ordered.filter((r) => !r.ok).map((r) => r.seed),
     runs: ordered.map((r) => ({ ...r, replay: replay(r.replayArgs) })),
-    sometimesNeverHeld: [...missed].filter(([, n]) => n === ordered.length).map(([name]) => name),
+    sometimesNeverHeld: [...missed.keys()].filter((name) => !held.has(name)).sort(),
     sometimesMissed: Object.fromEntries([...missed].sort(([a], [b]) => (a < b ? -1 : 1))),
     ...(options.checkDeterminism
       ? {

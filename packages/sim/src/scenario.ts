@@ -111,6 +111,8 @@ export interface RunReport {
   readonly failures: readonly Failure[];
   /** `sometimes` assertions that never held: situations this run never reached. */
   readonly sometimesMissed: readonly string[];
+  /** `sometimes` assertions that held at least once in this run. */
+  readonly sometimesHeld: readonly string[];
   /** The plan that ran (drawn or given). */
   readonly plan: readonly FaultStep[];
   readonly profile: NemesisProfile | undefined;
@@ -229,6 +231,7 @@ export async function runScenario<S>(
     ok: failures.length === 0,
     failures,
     sometimesMissed: sim.sometimesMissed,
+    sometimesHeld: sim.sometimesHeld,
     plan,
     profile,
     ops,

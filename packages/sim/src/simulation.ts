@@ -450,6 +450,11 @@ export class Simulation {
     return out;
   }
 
+  /** `sometimes` assertions that held at least once. */
+  get sometimesHeld(): readonly string[] {
+    return [...this.#sometimes].filter(([, hit]) => hit).map(([name]) => name);
+  }
+
   /** `sometimes` assertions that were evaluated but never held. */
   get sometimesMissed(): readonly string[] {
     return [...this.#sometimes].filter(([, hit]) => !hit).map(([name]) => name);

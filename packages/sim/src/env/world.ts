@@ -154,6 +154,9 @@ export class World {
     const trace = this.#trace;
     const limit = this.#fired + maxEvents;
     this.#stopRequested = false;
+    // Continue inside a promise job: a nextTick queued from a macrotask (a timer, an I/O or a
+    // worker-message callback) would run before the microtasks already queued, not after them.
+    await null;
     for (;;) {
       await quiesce();
       if (done() || this.#stopRequested) return "done";
@@ -182,6 +185,8 @@ export class World {
       event.fn = undefined;
       this.#fired++;
       this.mix(event.seq);
+      // Times too: two runs that differ only in when things happen must not hash alike.
+      this.mix(Math.round(this.now * 1000));
       if (trace !== undefined) {
         trace.hashes.push(this.#hash >>> 0);
         trace.labels.push(

@@ -326,6 +326,21 @@ describe("checkDeterminism", () => {
     assert.equal(result.report.trace?.labels[d.index], d.first);
   });
 
+  it("detects a leak that only changes when an event fires", async () => {
+    let leaked = 0;
+    const scenario = defineScenario({
+      ...base,
+      name: "leaky timing",
+      async workload(sim) {
+        await sim.sleep(leaked++ === 0 ? 100 : 101);
+      },
+    });
+    const result = await checkDeterminism(scenario, { seed: 1 });
+    assert.equal(result.deterministic, false);
+    assert.match(result.divergence?.first ?? "", /t=100$/);
+    assert.match(result.divergence?.second ?? "", /t=101$/);
+  });
+
   it("detects a leak that only changes random draws", async () => {
     let leaked = 0;
     const scenario = defineScenario({

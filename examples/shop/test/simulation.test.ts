@@ -96,6 +96,15 @@ describe("shop simulation", () => {
     );
   });
 
+  it("passes seed 455, where a drifting clock's rounding once livelocked a node's timers", async () => {
+    // The client's clock drifted and was restored; later a deadline timer fired a hair before the
+    // client's clock read its time, re-armed for ~1e-12 ms, and fired again at the same virtual
+    // instant until the 50M-event cap.
+    const report = await runScenario(shop, { seed: 455 });
+    assert.ok(report.ok, summary(report));
+    assert.ok(report.events < 100_000, `${report.events} events`);
+  });
+
   it("replays a seed exactly (determinism self-check)", async () => {
     const result = await checkDeterminism(shop, { seed: 3 });
     assert.equal(result.deterministic, true, JSON.stringify(result.divergence));

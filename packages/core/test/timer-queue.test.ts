@@ -49,6 +49,35 @@ function countingEnv(inner: VirtualEnv): {
 }
 
 describe("TimerQueue", () => {
+  it("fires the item it armed for even when the clock reads a hair early (no re-arm livelock)", () => {
+    let now = 0;
+    const pending: Array<() => void> = [];
+    const delays: number[] = [];
+    const env: Env = {
+      // Reads one ulp short of the armed time when the timer fires, as a drifting clock can.
+      clock: { now: () => now, wallNow: () => now },
+      random: createVirtualEnv().random,
+      timers: {
+        schedule(fn, ms) {
+          delays.push(ms);
+          pending.push(fn);
+          return { id: pending.length };
+        },
+        cancel() {},
+        sleep: () => Promise.resolve(),
+      },
+    };
+    const queue = new TimerQueue(env);
+    const x = item("x", 16421.5, env.clock);
+    queue.add(x);
+    // The next double below 16421.5.
+    now = 16421.5 - 2 ** -38;
+    assert.ok(now < x.at);
+    pending.shift()?.();
+    assert.deepEqual(x.expiredAt, [now], "fired when its timer fired");
+    assert.equal(delays.length, 1, "and armed no second timer");
+  });
+
   it("expires items in deadline order, each at its deadline", async () => {
     const venv = createVirtualEnv();
     const tracker = new TimerQueue(venv);

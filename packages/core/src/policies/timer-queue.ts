@@ -68,9 +68,12 @@ export class TimerQueue {
   }
 
   #fire(): void {
+    // The timer armed for `armedAt` fired, so `armedAt` has come, even if the clock reads a hair
+    // earlier (a drifting simulated clock's rounding): re-arming for the rest would take a timer
+    // for a delay too small to move virtual time, again and again.
+    const now = Math.max(this.#env.clock.now(), this.#armedAt);
     this.#timer = undefined;
     this.#armedAt = Number.POSITIVE_INFINITY;
-    const now = this.#env.clock.now();
     const heap = this.#heap;
     while (heap.length > 0 && heap[0]!.at <= now) {
       const item = heap[0]!;

@@ -489,3 +489,62 @@ describe("operations and histories", () => {
     );
   });
 });
+
+describe("the simulation's API", () => {
+  it("refuses a duplicate node id and an unknown one, and ignores transitions that do not apply", async () => {
+    const sim = createSimulation({ seed: 1 });
+    await sim.run(async () => {
+      await sim.addNode("a");
+      await assert.rejects(sim.addNode("a"), /node 'a' is already in the simulation/);
+      assert.throws(() => sim.node("ghost"), /no node 'ghost' in the simulation/);
+      assert.throws(() => sim.crash("ghost"), TypeError);
+      sim.resume("a");
+      await sim.restart("a");
+      assert.equal(sim.node("a").life, 1, "restarting a live node does nothing");
+      sim.crash("a");
+      sim.crash("a");
+      sim.pause("a");
+      assert.equal(sim.node("a").status, "crashed");
+      assert.deepEqual(
+        sim.timeline.map((e) => e.text),
+        ["crash a"],
+      );
+      assert.deepEqual(
+        sim.nodes().map((n) => n.id),
+        ["a"],
+      );
+    });
+  });
+
+  it("refuses a second guarded run while one is in progress, with a clear error", async () => {
+    const outer = createSimulation({ seed: 1 });
+    await outer.run(async () => {
+      const inner = createSimulation({ seed: 2 });
+      await assert.rejects(
+        inner.run(async () => 1),
+        /a simulation guard is already active/,
+      );
+    });
+  });
+
+  it("runs unguarded worlds concurrently, each exactly as it runs alone", async () => {
+    const once = async (seed: number) => {
+      const sim = createSimulation({ seed, guard: false });
+      const out = await sim.run(async () => {
+        const echo = echoService([], 3);
+        await sim.addNode("a", { services: [echo] });
+        await sim.addNode("b", { services: [echo] });
+        const client = (await sim.addNode("client")).node;
+        await client.waitForEndpoints(echo, 2);
+        const r: string[] = [];
+        for (let i = 0; i < 20; i++) r.push(await tryHit(client, echo, String(i), 1000));
+        sim.crash("a");
+        for (let i = 0; i < 10; i++) r.push(await tryHit(client, echo, String(i), 1000));
+        return r;
+      });
+      return { hash: sim.hash, events: sim.events, out };
+    };
+    const alone = [await once(1), await once(2)];
+    assert.deepEqual(await Promise.all([once(1), once(2)]), alone);
+  });
+});

@@ -129,6 +129,8 @@ interface NodeRecord {
   readonly id: string;
   readonly options: (life: NodeLife) => SimNodeOptions;
   readonly clock: NodeClock;
+  /** The drift the node was set up with, which healing restores. */
+  readonly driftPpm: number;
   owner: Owner;
   node: KeelNode;
   life: number;
@@ -243,6 +245,7 @@ export class Simulation {
       typeof options === "function" ? options : () => options,
       nodeClock,
       1,
+      settings.driftPpm ?? 0,
     );
     this.#nodes.set(id, record);
     await record.node.start();
@@ -283,7 +286,7 @@ export class Simulation {
   async restart(id: string): Promise<void> {
     const r = this.#record(id);
     if (r.status !== "crashed") return;
-    const next = this.#spawn(id, r.options, r.clock, r.life + 1);
+    const next = this.#spawn(id, r.options, r.clock, r.life + 1, r.driftPpm);
     this.#nodes.set(id, next);
     this.note(`restart ${id} (life ${next.life})`);
     await next.node.start();
@@ -315,22 +318,25 @@ export class Simulation {
     switch (step.kind) {
       case "partition":
       case "isolate": {
-        this.#partitions.add(step);
+        // A copy per injection: the same step injected twice is two windows, undone one by one.
+        const active = { ...step };
+        this.#partitions.add(active);
         this.#applyPartitions();
         this.note(describeStep(step));
         return () => {
-          if (this.#partitions.delete(step)) {
+          if (this.#partitions.delete(active)) {
             this.#applyPartitions();
             this.note(`healed: ${describeStep(step)}`);
           }
         };
       }
       case "link": {
-        this.#links.add(step);
+        const active = { ...step };
+        this.#links.add(active);
         this.#applyLinks();
         this.note(describeStep(step));
         return () => {
-          if (this.#links.delete(step)) {
+          if (this.#links.delete(active)) {
             this.#applyLinks();
             this.note(`healed: ${describeStep(step)}`);
           }
@@ -391,7 +397,9 @@ export class Simulation {
     this.#links.clear();
     this.#applyPartitions();
     this.#applyLinks();
-    for (const r of this.#nodes.values()) if (r.clock.driftPpm !== 0) r.clock.setDrift(0);
+    for (const r of this.#nodes.values()) {
+      if (r.clock.driftPpm !== r.driftPpm) r.clock.setDrift(r.driftPpm);
+    }
     for (const r of [...this.#nodes.values()]) {
       if (r.status === "paused") this.resume(r.id);
       else if (r.status === "crashed") await this.restart(r.id);
@@ -571,6 +579,7 @@ export class Simulation {
     options: (life: NodeLife) => SimNodeOptions,
     clock: NodeClock,
     life: number,
+    driftPpm: number,
   ): NodeRecord {
     const owner: Owner = { id, paused: false, dead: false, held: [] };
     const random = tracedRandom(this.#root.split(`node:${id}`).split(`life:${life}`), this.#world);
@@ -583,7 +592,7 @@ export class Simulation {
       env,
       transport,
     });
-    return { id, options, clock, owner, node, life, status: "up" };
+    return { id, options, clock, driftPpm, owner, node, life, status: "up" };
   }
 
   #applyPartitions(): void {

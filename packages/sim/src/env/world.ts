@@ -46,12 +46,12 @@ function before(a: WorldEvent, b: WorldEvent): boolean {
   return a.at < b.at || (a.at === b.at && (a.tie < b.tie || (a.tie === b.tie && a.seq < b.seq)));
 }
 
-/**
- * Lets every pending promise continuation run. A `nextTick` queued from a promise job runs only once
- * V8's microtask queue is empty, so when this resolves, every task the last event woke has blocked
- * again on something the world controls (a timer, a frame, a promise only an event can settle).
+/*
+ * The handoff: a `nextTick` queued from a promise job runs only once V8's microtask queue is empty,
+ * so when it fires, every task the last event woke has blocked again on something the world
+ * controls (a timer, a frame, a promise only an event can settle), unless simulated code left
+ * ticks of its own pending, which `run` counts and waits out.
  */
-const quiesce = (): Promise<void> => new Promise((resolve) => process.nextTick(resolve));
 
 const MIX = 0x9e3779b1;
 
@@ -112,9 +112,14 @@ export class World {
 
   /** Schedules `fn` after `delay` ms of world time. */
   schedule(owner: Owner | undefined, delay: number, kind: string, fn: () => void): WorldEvent {
+    return this.scheduleAt(owner, this.now + (delay > 0 ? delay : 0), kind, fn);
+  }
+
+  /** Schedules `fn` at world time `at` (now, if `at` is in the past). */
+  scheduleAt(owner: Owner | undefined, at: number, kind: string, fn: () => void): WorldEvent {
     const seq = ++this.#seq;
     const event: WorldEvent = {
-      at: this.now + Math.max(delay, 0),
+      at: at > this.now ? at : this.now,
       tie: this.ties === "random" ? this.#tieRandom.int(0x40000000) : 0,
       seq,
       owner,
@@ -133,9 +138,10 @@ export class World {
   /** Puts events held for a paused owner back on the queue, due now, in the order they came due. */
   release(owner: Owner): void {
     const held = owner.held.splice(0);
-    for (const event of held) {
+    for (const [i, event] of held.entries()) {
       event.at = this.now;
-      event.tie = 0;
+      // Ahead of anything else due now, and among themselves in the order they came due.
+      event.tie = i - held.length;
       this.#push(event);
     }
   }
@@ -157,8 +163,59 @@ export class World {
     // Continue inside a promise job: a nextTick queued from a macrotask (a timer, an I/O or a
     // worker-message callback) would run before the microtasks already queued, not after them.
     await null;
+    const originalNextTick = process.nextTick;
+    let ticks = 0;
+    let scheduled = 0;
+    // Counts the process.nextTick callbacks simulated code leaves pending, so the handoff also
+    // waits for chains that mix ticks and promises (a tick queued after the handoff's own would
+    // otherwise run after it).
+    process.nextTick = function countedNextTick(
+      callback: (...args: unknown[]) => void,
+      ...args: unknown[]
+    ) {
+      ticks++;
+      scheduled++;
+      originalNextTick(() => {
+        ticks--;
+        callback(...args);
+      });
+    } as typeof process.nextTick;
+    try {
+      return await this.#loop(
+        heap,
+        trace,
+        limit,
+        done,
+        until,
+        () => ticks,
+        () => scheduled,
+        originalNextTick,
+      );
+    } finally {
+      process.nextTick = originalNextTick;
+    }
+  }
+
+  async #loop(
+    heap: WorldEvent[],
+    trace: { hashes: number[]; labels: string[] } | undefined,
+    limit: number,
+    done: () => boolean,
+    until: number,
+    pendingTicks: () => number,
+    ticksScheduled: () => number,
+    nextTick: typeof process.nextTick,
+  ): Promise<RunStop> {
+    const handoff = (): Promise<void> => new Promise((resolve) => nextTick(resolve));
+    let mark = ticksScheduled();
     for (;;) {
-      await quiesce();
+      await handoff();
+      // Simulated code used ticks since the last look: hand off again until a whole handoff
+      // passes with none scheduled and none pending (chains that mix ticks and promises).
+      while (ticksScheduled() !== mark || pendingTicks() > 0) {
+        mark = ticksScheduled();
+        await handoff();
+      }
       if (done() || this.#stopRequested) return "done";
       let event = heap[0];
       while (event !== undefined && event.fn === undefined) {
@@ -193,6 +250,7 @@ export class World {
           `${event.kind}${owner === undefined ? "" : `@${owner.id}`} t=${this.now}`,
         );
       }
+      mark = ticksScheduled();
       fn();
     }
   }
@@ -279,6 +337,15 @@ export interface ClockSettings {
   readonly driftPpm?: number;
 }
 
+function rateOf(driftPpm: number): number {
+  if (!(Number.isFinite(driftPpm) && driftPpm > -1_000_000)) {
+    throw new TypeError(
+      `clock drift must be a finite number of ppm above -1000000 (a clock that stops or runs backwards), got ${driftPpm}`,
+    );
+  }
+  return 1 + driftPpm / 1e6;
+}
+
 /**
  * A node's own clock: monotonic time runs at `1 + drift` of world time; wall time adds a skew that
  * can jump. Timers are set in the node's time and fire when the node's clock reaches them.
@@ -294,8 +361,10 @@ export class NodeClock {
     this.#world = world;
     this.#anchorWorld = world.now;
     this.#anchorLocal = world.now;
-    this.#rate = 1 + (settings.driftPpm ?? 0) / 1e6;
-    this.#wallOffset = settings.skewMs ?? 0;
+    this.#rate = rateOf(settings.driftPpm ?? 0);
+    const skew = settings.skewMs ?? 0;
+    if (!Number.isFinite(skew)) throw new TypeError(`clock skew must be finite, got ${skew}`);
+    this.#wallOffset = skew;
   }
 
   now(): number {
@@ -311,6 +380,24 @@ export class NodeClock {
     return ms / this.#rate;
   }
 
+  /**
+   * The world time at which this clock will read `now() + ms`, rounded up so that a timer never
+   * fires while the node's clock still reads a hair short of its time (which would make code that
+   * re-arms for the remainder spin without time moving).
+   */
+  dueAt(ms: number): number {
+    const target = this.now() + (ms > 0 ? ms : 0);
+    let at = this.#anchorWorld + (target - this.#anchorLocal) / this.#rate;
+    for (let i = 0; i < 64 && this.#localAt(at) < target; i++) {
+      at += Math.max(Math.abs(at) * Number.EPSILON, Number.MIN_VALUE);
+    }
+    return at;
+  }
+
+  #localAt(worldAt: number): number {
+    return this.#anchorLocal + (worldAt - this.#anchorWorld) * this.#rate;
+  }
+
   /** Moves the wall clock by `deltaMs` (NTP step, VM migration); monotonic time never jumps. */
   jump(deltaMs: number): void {
     this.#wallOffset += deltaMs;
@@ -320,7 +407,7 @@ export class NodeClock {
   setDrift(driftPpm: number): void {
     this.#anchorLocal = this.now();
     this.#anchorWorld = this.#world.now;
-    this.#rate = 1 + driftPpm / 1e6;
+    this.#rate = rateOf(driftPpm);
   }
 
   get skewMs(): number {
@@ -345,8 +432,10 @@ export function worldEnv(
 ): Env {
   const timers: Env["timers"] = {
     schedule(fn, ms) {
-      const delay = clock === undefined ? ms : clock.toWorld(ms);
-      const event = world.schedule(owner, delay, "timer", fn);
+      const event =
+        clock === undefined
+          ? world.schedule(owner, ms, "timer", fn)
+          : world.scheduleAt(owner, clock.dueAt(ms), "timer", fn);
       return { id: event.seq, event } satisfies WorldHandle;
     },
     cancel(handle) {

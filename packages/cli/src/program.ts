@@ -7,6 +7,8 @@ import { start } from "./start.ts";
 import { EXIT, parsePort, parsePositiveInt, UsageError } from "./usage.ts";
 
 const DEFAULT_NATS = "nats://127.0.0.1:4222";
+/** The admin server's port unless told otherwise (Prometheus's default for exporters). */
+const DEFAULT_ADMIN_PORT = 9464;
 
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
@@ -62,11 +64,13 @@ export function buildProgram(onExit: (code: number) => void) {
     .addOption(
       new Option(
         "--admin-port <port>",
-        "serve /health/live, /health/ready and /metrics (Prometheus) on <port>",
+        "serve /health/live, /health/ready and /metrics (Prometheus) on <port> (0: any free port)",
       )
         .env("KEEL_ADMIN_PORT")
+        .default(DEFAULT_ADMIN_PORT)
         .argParser(arg(parsePort, "--admin-port")),
     )
+    .option("--no-admin", "serve no admin HTTP endpoints (no probes, no /metrics)")
     .addOption(
       new Option("--admin-host <host>", "interface of the admin server (default 127.0.0.1)").env(
         "KEEL_ADMIN_HOST",
@@ -98,7 +102,7 @@ export function buildProgram(onExit: (code: number) => void) {
           log: o.logLevel,
           ...(o.id === undefined ? {} : { id: o.id }),
           ...(o.cluster === undefined ? {} : { cluster: o.cluster }),
-          ...(o.adminPort === undefined ? {} : { adminPort: o.adminPort }),
+          ...(o.admin === false ? {} : { adminPort: o.adminPort }),
           ...(o.adminHost === undefined ? {} : { adminHost: o.adminHost }),
           ...(o.graceMs === undefined ? {} : { graceMs: o.graceMs }),
         }),

@@ -108,6 +108,32 @@ describe("keel start", { timeout: 60_000 }, () => {
     assert.equal(call.code, 1, call.stdout + call.stderr);
   });
 
+  it("serves the admin endpoints by default, on the port it logs, and none with --no-admin", async () => {
+    const served = spawnCli(["start", GREETER, "--nats", nats.url, "--id", "n-admin"], 30_000);
+    const quiet = spawnCli(
+      ["start", GREETER, "--nats", nats.url, "--id", "n-quiet", "--no-admin"],
+      30_000,
+    );
+    for (const p of [served, quiet]) {
+      await until(
+        () => /ready/.test(p.output().stderr),
+        10_000,
+        () => p.output().stderr,
+      );
+    }
+    // The test support sets KEEL_ADMIN_PORT=0 (any free port) in place of the default 9464.
+    const port = Number(/adminPort[=:"\s]+(\d+)/.exec(served.output().stderr)?.[1]);
+    assert.ok(port > 0, served.output().stderr);
+    const live = await fetch(`http://127.0.0.1:${port}/health/live`);
+    assert.equal(live.status, 200);
+    assert.match(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), /^keel_/m);
+    assert.doesNotMatch(quiet.output().stderr, /adminPort/);
+    served.child.kill("SIGTERM");
+    quiet.child.kill("SIGTERM");
+    assert.equal((await served.done).code, 0);
+    assert.equal((await quiet.done).code, 0);
+  });
+
   it("--cluster keeps clusters on one NATS server apart", async () => {
     const alpha = spawnCli(
       ["start", GREETER, "--nats", nats.url, "--id", "n-alpha", "--cluster", "alpha"],

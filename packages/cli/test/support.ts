@@ -35,10 +35,12 @@ export interface CliProcess {
 }
 
 const children = new Set<ChildProcess>();
-// The children see no KEEL_* settings of the shell running the tests.
-const cleanEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([key]) => !key.startsWith("KEEL_")),
-);
+// The children see no KEEL_* settings of the shell running the tests, and a node's admin server
+// takes any free port (tests run in parallel: the default 9464 would collide).
+const cleanEnv = {
+  ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KEEL_"))),
+  KEEL_ADMIN_PORT: "0",
+};
 
 /** Spawns `keel <args>` on this Node, from `cwd`; the child is killed if it outlives `timeoutMs`. */
 export function spawnCli(

@@ -3,73 +3,21 @@
  * with `keel call`, drained with SIGTERM. Every child process is bounded in time and killed in `after`.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { createServer } from "node:net";
+import { spawnSync } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import type * as NatsServerModule from "../../nats/test/nats-server.ts";
+import {
+  freePort,
+  killAll,
+  type NatsServer,
+  runCli,
+  spawnCli,
+  startNatsServer,
+  until,
+} from "./support.ts";
 
-// The helper lives in another tsc project, whose import path tsc cannot rewrite: load it by URL.
-const { startNatsServer } = (await import(
-  new URL("../../nats/test/nats-server.ts", import.meta.url).href
-)) as typeof NatsServerModule;
-type NatsServer = NatsServerModule.NatsServer;
-
-const MAIN = fileURLToPath(new URL("../src/main.ts", import.meta.url));
 const GREETER = fileURLToPath(new URL("./fixtures/greeter.ts", import.meta.url));
 const EMPTY = fileURLToPath(new URL("./fixtures/empty.ts", import.meta.url));
-
-interface Result {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-const children = new Set<ChildProcess>();
-// The children see no KEEL_* settings of the shell running the tests.
-const cleanEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([key]) => !key.startsWith("KEEL_")),
-);
-
-/** Spawns `keel <args>` on this Node; the child is killed if it outlives `timeoutMs`. */
-function spawnCli(args: readonly string[], timeoutMs = 15_000) {
-  const child = spawn(process.execPath, [MAIN, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: cleanEnv,
-  });
-  children.add(child);
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (d: string) => {
-    stdout += d;
-  });
-  child.stderr.setEncoding("utf8").on("data", (d: string) => {
-    stderr += d;
-  });
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  const done = new Promise<Result>((resolve) => {
-    child.once("close", (code, signal) => {
-      clearTimeout(timer);
-      children.delete(child);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-  return { child, done, output: () => ({ stdout, stderr }) };
-}
-
-const runCli = (args: readonly string[], timeoutMs?: number) => spawnCli(args, timeoutMs).done;
-
-/** A port that was free a moment ago. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (typeof address !== "object" || address === null) throw new Error("no port");
-  return address.port;
-}
 
 /** GET a health path: the status, or 0 when nothing answers. */
 async function health(port: number, path: string): Promise<number> {
@@ -81,15 +29,6 @@ async function health(port: number, path: string): Promise<number> {
     return res.status;
   } catch {
     return 0;
-  }
-}
-
-/** Polls `probe` every 25 ms until it holds; fails after `timeoutMs` with `what()`. */
-async function until(probe: () => Promise<boolean>, timeoutMs: number, what: () => string) {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await probe())) {
-    if (performance.now() > deadline) throw new Error(`timed out: ${what()}`);
-    await sleep(25);
   }
 }
 
@@ -113,7 +52,7 @@ describe("keel", { timeout: 60_000 }, () => {
   });
 
   after(async () => {
-    for (const child of children) child.kill("SIGKILL");
+    killAll();
     await nats?.[Symbol.asyncDispose]();
   });
 

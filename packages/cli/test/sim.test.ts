@@ -5,56 +5,23 @@
  * the guard catch what they should, and bad usage exits 2.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { SimSummary } from "../src/sim.ts";
+import { killAll, KEEL_MAIN as MAIN, type Result, runCli, spawnProgram } from "./support.ts";
 
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
-const MAIN = fileURLToPath(new URL("../src/main.ts", import.meta.url));
 const SHOP = "examples/shop/src/simulation.ts";
 const FIXTURE = "packages/cli/test/fixtures/scenarios.ts";
 /** Seeds 1..6 of the buggy shop: 5 and 6 double-charge, the others pass (measured). */
 const BUGGY_FAILING = [5, 6];
 
-interface Result {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-const cleanEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([key]) => !key.startsWith("KEEL_")),
-);
-
 /** Runs `keel <args>` from the repository root; killed if it outlives `timeoutMs`. */
-function keel(args: readonly string[], timeoutMs = 20_000): Promise<Result> {
-  return run(process.execPath, [MAIN, ...args], timeoutMs);
-}
+const keel = (args: readonly string[], timeoutMs = 20_000) => runCli(args, timeoutMs, ROOT);
 
 /** Runs a program from the repository root; killed if it outlives `timeoutMs`. */
-function run(program: string, args: readonly string[], timeoutMs = 20_000): Promise<Result> {
-  const child = spawn(program, args, {
-    cwd: ROOT,
-    stdio: ["ignore", "pipe", "pipe"],
-    env: cleanEnv,
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (d: string) => {
-    stdout += d;
-  });
-  child.stderr.setEncoding("utf8").on("data", (d: string) => {
-    stderr += d;
-  });
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  return new Promise((resolve) => {
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const run = (program: string, args: readonly string[], timeoutMs = 20_000) =>
+  spawnProgram(program, args, timeoutMs, ROOT).done;
 
 /** The arguments of a printed replay command (`npx keel sim …`), for {@link keel}. */
 function replayArgs(command: string): string[] {
@@ -68,6 +35,8 @@ function summary(r: Result): SimSummary {
 }
 
 describe("keel sim", { timeout: 120_000 }, () => {
+  after(killAll);
+
   it("passes the shop scenario on a few seeds, exit 0", async () => {
     const r = await keel(["sim", SHOP, "--seeds", "4", "--jobs", "1"]);
     assert.equal(r.code, 0, r.stdout + r.stderr);

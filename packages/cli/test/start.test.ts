@@ -3,22 +3,19 @@
  * NATS server without seeing each other. Every child is bounded in time and killed in `after`.
  */
 import assert from "node:assert/strict";
-import { createServer } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { killAll, type NatsServer, runCli, spawnCli, startNatsServer, until } from "./support.ts";
+import {
+  freePort,
+  killAll,
+  type NatsServer,
+  runCli,
+  spawnCli,
+  startNatsServer,
+  until,
+} from "./support.ts";
 
 const GREETER = fileURLToPath(new URL("./fixtures/greeter.ts", import.meta.url));
-
-/** A port that was free a moment ago. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (typeof address !== "object" || address === null) throw new Error("no port");
-  return address.port;
-}
 
 /** Whether the node's /metrics shows a request in flight on its server side. */
 async function inFlight(port: number): Promise<boolean> {

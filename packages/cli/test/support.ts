@@ -1,8 +1,10 @@
 /**
  * Helpers for tests that run the `keel` command as a child process: spawn it bounded in time,
- * collect its output, and poll for a condition. Every child is tracked so `killAll()` can end it.
+ * collect its output, find a free port, and poll for a condition. Every child is tracked so
+ * `killAll()` can end it.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { createServer } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import type * as NatsServerModule from "../../nats/test/nats-server.ts";
@@ -42,13 +44,14 @@ const cleanEnv = {
   KEEL_ADMIN_PORT: "0",
 };
 
-/** Spawns `keel <args>` on this Node, from `cwd`; the child is killed if it outlives `timeoutMs`. */
-export function spawnCli(
+/** Spawns `program <args>` from `cwd`; the child is killed if it outlives `timeoutMs`. */
+export function spawnProgram(
+  program: string,
   args: readonly string[],
   timeoutMs = 15_000,
   cwd: string | undefined = undefined,
 ): CliProcess {
-  const child = spawn(process.execPath, [KEEL_MAIN, ...args], {
+  const child = spawn(program, args, {
     stdio: ["ignore", "pipe", "pipe"],
     env: cleanEnv,
     ...(cwd === undefined ? {} : { cwd }),
@@ -73,6 +76,10 @@ export function spawnCli(
   return { child, done, output: () => ({ stdout, stderr }) };
 }
 
+/** Spawns `keel <args>` on this Node, from `cwd`; the child is killed if it outlives `timeoutMs`. */
+export const spawnCli = (args: readonly string[], timeoutMs?: number, cwd?: string): CliProcess =>
+  spawnProgram(process.execPath, [KEEL_MAIN, ...args], timeoutMs, cwd);
+
 /** Runs `keel <args>` to the end. */
 export const runCli = (args: readonly string[], timeoutMs?: number, cwd?: string) =>
   spawnCli(args, timeoutMs, cwd).done;
@@ -80,6 +87,16 @@ export const runCli = (args: readonly string[], timeoutMs?: number, cwd?: string
 /** Kills every child still running (for `after`). */
 export function killAll(): void {
   for (const child of children) child.kill("SIGKILL");
+}
+
+/** A loopback port that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (typeof address !== "object" || address === null) throw new Error("no port");
+  return address.port;
 }
 
 /** Polls `probe` every 25 ms until it holds; fails after `timeoutMs` with `what()`. */

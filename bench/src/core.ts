@@ -21,9 +21,10 @@ import { type Context, ServiceBroker } from "moleculer";
 import { z } from "zod";
 import {
   type BenchCase,
-  type Comparison,
+  overhead,
   type PreparedSuite,
   prepareCases,
+  ratio,
   type Stop,
 } from "./harness.ts";
 
@@ -210,21 +211,6 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
     },
   ];
 }
-
-const ratio = (label: string, of: string, over: string, target?: number): Comparison => ({
-  label,
-  kind: "throughput-ratio",
-  of,
-  over,
-  ...(target === undefined ? {} : { target }),
-});
-
-const overhead = (label: string, of: string, over: string): Comparison => ({
-  label,
-  kind: "overhead-ns",
-  of,
-  over,
-});
 
 /**
  * The core suite: the cost of one call through keel (same node, two nodes) and through

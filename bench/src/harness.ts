@@ -48,6 +48,22 @@ export interface Comparison {
   readonly target?: number;
 }
 
+const comparison =
+  (kind: Comparison["kind"]) =>
+  (label: string, of: string, over: string, target?: number): Comparison => ({
+    label,
+    kind,
+    of,
+    over,
+    ...(target === undefined ? {} : { target }),
+  });
+
+/** A `throughput-ratio` comparison: ops/s of `of` over ops/s of `over`, at least `target`. */
+export const ratio = comparison("throughput-ratio");
+
+/** An `overhead-ns` comparison: ns/op of `of` minus ns/op of `over`, at most `target`. */
+export const overhead = comparison("overhead-ns");
+
 /** What a benchmark hands the harness. */
 export interface Suite {
   readonly name: string;

@@ -2,7 +2,7 @@ import { type ChildProcess, fork, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { Comparison, HarnessOptions, MeasuredCase, PreparedSuite, Stat } from "./harness.ts";
-import { stat } from "./harness.ts";
+import { ratio, stat } from "./harness.ts";
 import { type BenchNatsServer, startBenchNatsServer } from "./nats-server.ts";
 import { INPUT, type WorkerCommand, type WorkerReply } from "./nats-worker.ts";
 
@@ -207,14 +207,6 @@ const LABELS: Record<System, string> = {
   keel: "keel node.call over NATS: msgpack frames, passthrough schemas, separate server node",
   moleculer: "Moleculer 0.14 broker.call over its NATS transporter (nats 2.29), JSON serializer",
 };
-
-const ratio = (label: string, of: string, over: string, target?: number): Comparison => ({
-  label,
-  kind: "throughput-ratio",
-  of,
-  over,
-  ...(target === undefined ? {} : { target }),
-});
 
 const range = (s: Stat, f: (v: number) => string) => `${f(s.median)} (${f(s.min)}–${f(s.max)})`;
 

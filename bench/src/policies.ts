@@ -15,9 +15,10 @@ import * as cockatiel from "cockatiel";
 import { type Context, ServiceBroker } from "moleculer";
 import {
   type BenchCase,
-  type Comparison,
+  overhead,
   type PreparedSuite,
   prepareCases,
+  ratio,
   type Stop,
 } from "./harness.ts";
 
@@ -253,22 +254,6 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
     },
   ];
 }
-
-const ratio = (label: string, of: string, over: string, target?: number): Comparison => ({
-  label,
-  kind: "throughput-ratio",
-  of,
-  over,
-  ...(target === undefined ? {} : { target }),
-});
-
-const overhead = (label: string, of: string, over: string, target?: number): Comparison => ({
-  label,
-  kind: "overhead-ns",
-  of,
-  over,
-  ...(target === undefined ? {} : { target }),
-});
 
 /** Peers whose retry + breaker + timeout keel must beat. */
 const PEERS = ["cockatiel", "opossum", "moleculer"] as const;

@@ -303,6 +303,26 @@ const only = (id: string, log: string[]) =>
     },
   });
 
+/**
+ * Nodes a and b, each serving its own `only` service, and a client that knows both; `call` reports
+ * `ok` or `error`, never retrying.
+ */
+async function pinnedCluster(sim: Simulation, log: string[]) {
+  const sa = only("a", log);
+  const sb = only("b", log);
+  await sim.addNode("a", { services: [sa] });
+  await sim.addNode("b", { services: [sb] });
+  const client = (await sim.addNode("client")).node;
+  await client.waitForEndpoints(sa, 1);
+  await client.waitForEndpoints(sb, 1);
+  const call = (svc: typeof sa, x: string) =>
+    client.call(svc, "hit", x, { timeoutMs: 200, retry: false }).then(
+      () => "ok",
+      () => "error",
+    );
+  return { sa, sb, call };
+}
+
 describe("fault steps apply and undo", () => {
   it("partition: calls across it fail, then succeed once healed", async () => {
     await withCluster(1, async (sim, hit) => {
@@ -325,15 +345,7 @@ describe("fault steps apply and undo", () => {
     const sim = createSimulation({ seed: 2 });
     const log: string[] = [];
     await sim.run(async () => {
-      const svc = only("a", log);
-      await sim.addNode("a", { services: [svc] });
-      const client = (await sim.addNode("client")).node;
-      await client.waitForEndpoints(svc, 1);
-      const call = (x: string) =>
-        client.call(svc, "hit", x, { timeoutMs: 200, retry: false }).then(
-          () => "ok",
-          () => "error",
-        );
+      const { sa, call } = await pinnedCluster(sim, log);
       // a -/-> client: the request arrives and is served, the reply is lost.
       let undo = sim.inject({
         at: 0,
@@ -343,7 +355,7 @@ describe("fault steps apply and undo", () => {
         oneWay: true,
         durationMs: 1,
       });
-      assert.equal(await call("1"), "error");
+      assert.equal(await call(sa, "1"), "error");
       assert.deepEqual(log, ["a:1"]);
       undo();
       // client -/-> a: the request never arrives.
@@ -355,10 +367,10 @@ describe("fault steps apply and undo", () => {
         oneWay: true,
         durationMs: 1,
       });
-      assert.equal(await call("2"), "error");
+      assert.equal(await call(sa, "2"), "error");
       assert.deepEqual(log, ["a:1"]);
       undo();
-      assert.equal(await call("3"), "ok");
+      assert.equal(await call(sa, "3"), "ok");
       assert.deepEqual(log, ["a:1", "a:3"]);
     });
   });
@@ -367,18 +379,7 @@ describe("fault steps apply and undo", () => {
     const sim = createSimulation({ seed: 3 });
     const log: string[] = [];
     await sim.run(async () => {
-      const sa = only("a", log);
-      const sb = only("b", log);
-      await sim.addNode("a", { services: [sa] });
-      await sim.addNode("b", { services: [sb] });
-      const client = (await sim.addNode("client")).node;
-      await client.waitForEndpoints(sa, 1);
-      await client.waitForEndpoints(sb, 1);
-      const call = (svc: typeof sa, x: string) =>
-        client.call(svc, "hit", x, { timeoutMs: 200, retry: false }).then(
-          () => "ok",
-          () => "error",
-        );
+      const { sa, sb, call } = await pinnedCluster(sim, log);
       const undo = sim.inject({ at: 0, kind: "isolate", node: "a", durationMs: 1 });
       assert.equal(await call(sa, "1"), "error");
       assert.equal(await call(sb, "2"), "ok");
@@ -393,18 +394,7 @@ describe("fault steps apply and undo", () => {
     const sim = createSimulation({ seed: 4 });
     const log: string[] = [];
     await sim.run(async () => {
-      const sa = only("a", log);
-      const sb = only("b", log);
-      await sim.addNode("a", { services: [sa] });
-      await sim.addNode("b", { services: [sb] });
-      const client = (await sim.addNode("client")).node;
-      await client.waitForEndpoints(sa, 1);
-      await client.waitForEndpoints(sb, 1);
-      const call = (svc: typeof sa, x: string) =>
-        client.call(svc, "hit", x, { timeoutMs: 200, retry: false }).then(
-          () => "ok",
-          () => "error",
-        );
+      const { sa, sb, call } = await pinnedCluster(sim, log);
       let undo = sim.inject({ at: 0, kind: "link", to: "a", drop: 1, durationMs: 1 });
       assert.equal(await call(sa, "1"), "error");
       assert.equal(await call(sb, "2"), "ok");

@@ -52,6 +52,14 @@ export class Events {
     }
     // One copy per subscribing service (emit, round-robin over its nodes) or per node (broadcast).
     const targets: Array<[node: string, grp: string | undefined]> = [];
+    const frame: EventFrame = {
+      v: WIRE_VERSION,
+      k: "evt",
+      from: n.id,
+      name: event.name,
+      mode,
+      p: payload,
+    };
     if (mode === "emit") {
       for (const [svc, nodes] of bySvc) {
         targets.push([nodes.length === 1 ? nodes[0]! : nodes[this.#cursor++ % nodes.length]!, svc]);
@@ -63,15 +71,7 @@ export class Events {
       if (n.fanOut && nodes.size > (local ? 1 : 0)) {
         // One send reaches every node (NATS: one publish); nodes without subscribers drop it.
         if (local) nodes.delete(n.id);
-        n.broadcastTo(nodes, {
-          v: WIRE_VERSION,
-          k: "evt",
-          from: n.id,
-          name: event.name,
-          mode,
-          p: payload,
-          ...(tc === undefined ? {} : { tc }),
-        });
+        n.broadcastTo(nodes, tc === undefined ? frame : { ...frame, tc });
         if (local) targets.push([n.id, undefined]);
       } else {
         for (const node of nodes) targets.push([node, undefined]);
@@ -82,14 +82,6 @@ export class Events {
         this.#deliver(event.name, payload, grp, n.id, tc);
         continue;
       }
-      const frame: EventFrame = {
-        v: WIRE_VERSION,
-        k: "evt",
-        from: n.id,
-        name: event.name,
-        mode,
-        p: payload,
-      };
       n.sendTo(target, {
         ...frame,
         ...(grp === undefined ? {} : { grp }),

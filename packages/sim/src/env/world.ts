@@ -112,6 +112,7 @@ export class World {
 
   /** Schedules `fn` after `delay` ms of world time. */
   schedule(owner: Owner | undefined, delay: number, kind: string, fn: () => void): WorldEvent {
+    // biome-ignore lint/complexity/useMathMinMax: a NaN delay must mean 0, and Math.max keeps NaN
     return this.scheduleAt(owner, this.now + (delay > 0 ? delay : 0), kind, fn);
   }
 
@@ -119,6 +120,7 @@ export class World {
   scheduleAt(owner: Owner | undefined, at: number, kind: string, fn: () => void): WorldEvent {
     const seq = ++this.#seq;
     const event: WorldEvent = {
+      // biome-ignore lint/complexity/useMathMinMax: a NaN time must mean now, and Math.max keeps NaN
       at: at > this.now ? at : this.now,
       tie: this.ties === "random" ? this.#tieRandom.int(0x40000000) : 0,
       seq,
@@ -386,6 +388,7 @@ export class NodeClock {
    * re-arms for the remainder spin without time moving).
    */
   dueAt(ms: number): number {
+    // biome-ignore lint/complexity/useMathMinMax: a NaN delay must mean 0, and Math.max keeps NaN
     const target = this.now() + (ms > 0 ? ms : 0);
     let at = this.#anchorWorld + (target - this.#anchorLocal) / this.#rate;
     for (let i = 0; i < 64 && this.#localAt(at) < target; i++) {

@@ -18,12 +18,37 @@ export const orderPaid = defineEvent(
 
 const OrderId = z.string().min(1);
 
+// Schemas are built once, not per service definition: zod compiles each schema on first use, and a
+// simulation defines the services again for every seed.
+const ReserveIn = z.object({ orderId: OrderId, sku: z.string(), qty: z.number().int().positive() });
+const ReserveOut = z.object({ reserved: z.literal(true) });
+const ReleaseIn = z.object({ orderId: OrderId });
+const ReleaseOut = z.object({ released: z.literal(true) });
+const SettleIn = z.object({ idempotencyKey: z.string().min(1) });
+const SettleOut = z.object({
+  outcome: z.enum(["charged", "voided"]),
+  chargeId: z.string().optional(),
+});
+const ChargeIn = z.object({ orderId: OrderId, amount: z.number().int().positive() });
+const ChargeOut = z.object({ chargeId: z.string() });
+const PlaceIn = z.object({
+  sku: z.enum(Object.keys(PRICES) as [string, ...string[]]),
+  qty: z.number().int().min(1).max(5),
+});
+const PlaceOut = z.object({
+  orderId: z.string(),
+  status: z.enum(["paid", "rejected"]),
+  chargeId: z.string().optional(),
+});
+const ReconcileIn = z.object({ orderIds: z.array(z.string()).max(1000) });
+const ReconcileOut = z.object({ paid: z.number().int(), failed: z.number().int() });
+
 /** Inventory: reservations are keyed by order, so retries are harmless (idempotent). */
 export function inventoryService(stock: Stock) {
   return defineService("inventory", { version: 1 })
     .action("reserve", {
-      input: z.object({ orderId: OrderId, sku: z.string(), qty: z.number().int().positive() }),
-      output: z.object({ reserved: z.literal(true) }),
+      input: ReserveIn,
+      output: ReserveOut,
       idempotent: true,
       handler: async ({ orderId, sku, qty }, ctx) => {
         await ctx.env.timers.sleep(1 + ctx.env.random.next(), ctx.signal);
@@ -32,8 +57,8 @@ export function inventoryService(stock: Stock) {
       },
     })
     .action("release", {
-      input: z.object({ orderId: OrderId }),
-      output: z.object({ released: z.literal(true) }),
+      input: ReleaseIn,
+      output: ReleaseOut,
       idempotent: true,
       handler: ({ orderId }) => {
         stock.release(orderId);
@@ -55,14 +80,14 @@ export interface PaymentsOptions {
 export function paymentsService(ledger: Ledger, options: PaymentsOptions = {}) {
   return defineService("payments", { version: 1 })
     .action("settle", {
-      input: z.object({ idempotencyKey: z.string().min(1) }),
-      output: z.object({ outcome: z.enum(["charged", "voided"]), chargeId: z.string().optional() }),
+      input: SettleIn,
+      output: SettleOut,
       idempotent: true,
       handler: ({ idempotencyKey }) => ledger.settle(idempotencyKey),
     })
     .action("charge", {
-      input: z.object({ orderId: OrderId, amount: z.number().int().positive() }),
-      output: z.object({ chargeId: z.string() }),
+      input: ChargeIn,
+      output: ChargeOut,
       idempotent: true,
       handler: async ({ orderId, amount }, ctx) => {
         const key = ctx.idempotencyKey;
@@ -91,15 +116,8 @@ export function ordersService(
 ) {
   return defineService("orders", { version: 1 })
     .action("place", {
-      input: z.object({
-        sku: z.enum(Object.keys(PRICES) as [string, ...string[]]),
-        qty: z.number().int().min(1).max(5),
-      }),
-      output: z.object({
-        orderId: z.string(),
-        status: z.enum(["paid", "rejected"]),
-        chargeId: z.string().optional(),
-      }),
+      input: PlaceIn,
+      output: PlaceOut,
       handler: async ({ sku, qty }, ctx) => {
         const orderId = `o_${ctx.env.random.hex(6)}`;
         const amount = (PRICES[sku] ?? 0) * qty;
@@ -136,8 +154,8 @@ export function ordersService(
       },
     })
     .action("reconcile", {
-      input: z.object({ orderIds: z.array(z.string()).max(1000) }),
-      output: z.object({ paid: z.number().int(), failed: z.number().int() }),
+      input: ReconcileIn,
+      output: ReconcileOut,
       idempotent: true,
       handler: async ({ orderIds }, ctx) => {
         let paid = 0;

@@ -226,7 +226,7 @@ export class World {
     }
   }
 
-  async #loop(
+  #loop(
     heap: WorldEvent[],
     trace: { hashes: number[]; labels: string[] } | undefined,
     limit: number,
@@ -236,53 +236,74 @@ export class World {
     ticksScheduled: () => number,
     nextTick: typeof process.nextTick,
   ): Promise<RunStop> {
-    const handoff = (): Promise<void> => new Promise((resolve) => nextTick(resolve));
-    let mark = ticksScheduled();
-    for (;;) {
-      await handoff();
-      // Simulated code used ticks since the last look: hand off again until a whole handoff
-      // passes with none scheduled and none pending (chains that mix ticks and promises).
-      while (ticksScheduled() !== mark || pendingTicks() > 0) {
-        mark = ticksScheduled();
-        await handoff();
-      }
-      if (done() || this.#stopRequested) return "done";
-      let event = heap[0];
-      while (event !== undefined && event.fn === undefined) {
-        this.#pop();
-        event = heap[0];
-      }
-      if (event === undefined) return "idle";
-      if (event.at > until) {
-        this.now = Math.max(this.now, until);
-        return "time-limit";
-      }
-      if (this.#fired >= limit) return "event-limit";
-      this.#pop();
-      const owner = event.owner;
-      if (owner !== undefined) {
-        if (owner.dead) continue;
-        if (owner.paused) {
-          owner.held.push(event);
-          continue;
+    return new Promise<RunStop>((resolve, reject) => {
+      let mark = ticksScheduled();
+      // The handoff: queued as a microtask, `next` queues a tick, which runs only once the
+      // microtask queue is empty; `step` then fires one event. No promise per event.
+      const next = () => nextTick(step);
+      const step = () => {
+        try {
+          // Simulated code used ticks since the last look: hand off again until a whole handoff
+          // passes with none scheduled and none pending (chains that mix ticks and promises).
+          if (ticksScheduled() !== mark || pendingTicks() > 0) {
+            mark = ticksScheduled();
+            queueMicrotask(next);
+            return;
+          }
+          if (done() || this.#stopRequested) {
+            resolve("done");
+            return;
+          }
+          let event: WorldEvent | undefined;
+          for (;;) {
+            event = heap[0];
+            while (event !== undefined && event.fn === undefined) {
+              this.#pop();
+              event = heap[0];
+            }
+            if (event === undefined) {
+              resolve("idle");
+              return;
+            }
+            if (event.at > until) {
+              this.now = Math.max(this.now, until);
+              resolve("time-limit");
+              return;
+            }
+            if (this.#fired >= limit) {
+              resolve("event-limit");
+              return;
+            }
+            this.#pop();
+            const owner = event.owner;
+            if (owner === undefined) break;
+            if (owner.dead) continue;
+            if (!owner.paused) break;
+            owner.held.push(event);
+          }
+          if (event.at > this.now) this.now = event.at;
+          const fn = event.fn as () => void;
+          event.fn = undefined;
+          this.#fired++;
+          this.mix(event.seq);
+          // Times too: two runs that differ only in when things happen must not hash alike.
+          this.mix(Math.round(this.now * 1000));
+          if (trace !== undefined) {
+            const owner = event.owner;
+            trace.hashes.push(this.#hash >>> 0);
+            trace.labels.push(
+              `${event.kind}${owner === undefined ? "" : `@${owner.id}`} t=${this.now}`,
+            );
+          }
+          mark = ticksScheduled();
+          fn();
+          queueMicrotask(next);
+        } catch (err) {
+          reject(err);
         }
-      }
-      if (event.at > this.now) this.now = event.at;
-      const fn = event.fn as () => void;
-      event.fn = undefined;
-      this.#fired++;
-      this.mix(event.seq);
-      // Times too: two runs that differ only in when things happen must not hash alike.
-      this.mix(Math.round(this.now * 1000));
-      if (trace !== undefined) {
-        trace.hashes.push(this.#hash >>> 0);
-        trace.labels.push(
-          `${event.kind}${owner === undefined ? "" : `@${owner.id}`} t=${this.now}`,
-        );
-      }
-      mark = ticksScheduled();
-      fn();
-    }
+      };
+      queueMicrotask(next);
+    });
   }
 
   #push(event: WorldEvent): void {

@@ -475,6 +475,28 @@ describe("jsonCodec specifics", () => {
     refusal(jsonCodec, new Uint8Array([...good, 0x7b]));
   });
 
+  it("decodes a heartbeat broadcast to many nodes once: one frozen envelope per frame", () => {
+    const frame = jsonCodec.encode(BASE["hb"] as unknown as Envelope);
+    const first = jsonCodec.decode(frame, LIMIT);
+    assert.equal(jsonCodec.decode(frame, LIMIT), first);
+    assert.ok(Object.isFrozen(first));
+    // The size limit still holds for a receiver with a smaller one.
+    refusal(jsonCodec, frame, frame.byteLength - 1);
+    // The same bytes in another buffer decode afresh; frames with a payload are never shared.
+    const copy = jsonCodec.decode(new Uint8Array(frame), LIMIT);
+    assert.notEqual(copy, first);
+    assert.deepEqual(copy, first);
+    const evt = jsonCodec.encode({
+      v: 1,
+      k: "evt",
+      from: "a",
+      name: "x",
+      mode: "emit",
+      p: { n: 1 },
+    });
+    assert.notEqual(jsonCodec.decode(evt, LIMIT), jsonCodec.decode(evt, LIMIT));
+  });
+
   it("carries a payload with a __proto__ key as data, without touching prototypes", () => {
     const frame = jsonCodec.decode(
       new TextEncoder().encode(

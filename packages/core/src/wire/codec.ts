@@ -45,6 +45,13 @@ export function decodeWith(
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
+/**
+ * Heartbeats decoded already, by frame: on the in-process network a broadcast hands the same bytes
+ * to every node, and heartbeats are most of a quiet cluster's traffic. A heartbeat has no payload
+ * and is only read, so every receiver can share one frozen envelope.
+ */
+const decodedHeartbeats = new WeakMap<Uint8Array, Envelope>();
+
 /** The JSON codec: readable, and the default on the in-process network. */
 export const jsonCodec: Codec = {
   name: "json",
@@ -53,7 +60,14 @@ export const jsonCodec: Codec = {
     return Buffer.from(JSON.stringify(envelope), "utf8");
   },
   decode(frame, maxBytes) {
-    return decodeWith("JSON", frame, maxBytes, (f) => JSON.parse(decoder.decode(f)));
+    const known = decodedHeartbeats.get(frame);
+    if (known !== undefined) {
+      checkSize(frame, maxBytes);
+      return known;
+    }
+    const envelope = decodeWith("JSON", frame, maxBytes, (f) => JSON.parse(decoder.decode(f)));
+    if (envelope.k === "hb") decodedHeartbeats.set(frame, Object.freeze(envelope));
+    return envelope;
   },
 };
 

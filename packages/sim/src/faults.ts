@@ -5,7 +5,7 @@
  * mixes).
  * @module
  */
-import type { Random } from "@keel/core";
+import { KeelError, type Random } from "@keel/core";
 
 /** The kinds of fault a plan can hold. */
 export const FAULT_KINDS = [
@@ -118,15 +118,24 @@ export function drawPlan(
   const all = options.kinds ?? FAULT_KINDS;
   for (const kind of all) {
     if (!FAULT_KINDS.includes(kind)) {
-      throw new TypeError(`unknown fault kind '${String(kind)}': one of ${FAULT_KINDS.join(", ")}`);
+      throw new KeelError(
+        "CONFIGURATION",
+        `unknown fault kind '${String(kind)}': one of ${FAULT_KINDS.join(", ")}`,
+      );
     }
   }
   if (!(safetyMs >= 0 && safetyMs < Number.POSITIVE_INFINITY)) {
-    throw new TypeError(`the safety phase must last a finite number of ms >= 0, got ${safetyMs}`);
+    throw new KeelError(
+      "CONFIGURATION",
+      `the safety phase must last a finite number of ms >= 0, got ${safetyMs}`,
+    );
   }
   const atLeastZero = (name: string, value: number | undefined) => {
     if (value !== undefined && !(value >= 0 && value < Number.POSITIVE_INFINITY)) {
-      throw new TypeError(`fault option '${name}' must be a finite number >= 0, got ${value}`);
+      throw new KeelError(
+        "CONFIGURATION",
+        `fault option '${name}' must be a finite number >= 0, got ${value}`,
+      );
     }
   };
   atLeastZero("ratePerSecond", options.ratePerSecond);
@@ -135,7 +144,10 @@ export function drawPlan(
   atLeastZero("maxDriftPpm", options.maxDriftPpm);
   if (options.maxDriftPpm !== undefined && options.maxDriftPpm >= 1_000_000) {
     // A drift of -1e6 ppm stops a clock, and beyond that it runs backwards.
-    throw new TypeError(`fault option 'maxDriftPpm' must be < 1000000, got ${options.maxDriftPpm}`);
+    throw new KeelError(
+      "CONFIGURATION",
+      `fault option 'maxDriftPpm' must be < 1000000, got ${options.maxDriftPpm}`,
+    );
   }
   let kinds: readonly FaultKind[] = all;
   let rate = options.ratePerSecond ?? 1;
@@ -265,16 +277,17 @@ export function decodePlan(text: string): FaultStep[] {
   try {
     value = JSON.parse(Buffer.from(text, "base64url").toString("utf8"));
   } catch {
-    throw new TypeError("the fault plan is not base64url-encoded JSON");
+    throw new KeelError("INVALID_ARGUMENT", "the fault plan is not base64url-encoded JSON");
   }
-  if (!Array.isArray(value)) throw new TypeError("the fault plan must be a JSON array of steps");
+  if (!Array.isArray(value))
+    throw new KeelError("INVALID_ARGUMENT", "the fault plan must be a JSON array of steps");
   for (const [i, step] of value.entries()) {
     const s = step as { kind?: unknown; at?: unknown };
     if (typeof s !== "object" || s === null || !FAULT_KINDS.includes(s.kind as FaultKind)) {
-      throw new TypeError(`fault plan step ${i} has an unknown kind`);
+      throw new KeelError("INVALID_ARGUMENT", `fault plan step ${i} has an unknown kind`);
     }
     if (typeof s.at !== "number" || !(s.at >= 0 && s.at < Number.POSITIVE_INFINITY)) {
-      throw new TypeError(`fault plan step ${i} needs a time 'at' >= 0`);
+      throw new KeelError("INVALID_ARGUMENT", `fault plan step ${i} needs a time 'at' >= 0`);
     }
     checkFields(i, s as Record<string, unknown>);
   }
@@ -289,7 +302,10 @@ function checkFields(i: number, s: Record<string, unknown>): void {
     const v = s[field];
     if (optional && v === undefined) return;
     if (!ok(v))
-      throw new TypeError(`fault plan step ${i} (${String(s["kind"])}) needs '${field}': ${what}`);
+      throw new KeelError(
+        "INVALID_ARGUMENT",
+        `fault plan step ${i} (${String(s["kind"])}) needs '${field}': ${what}`,
+      );
   };
   const nodeId = (v: unknown) => typeof v === "string" && v.length > 0;
   const nodeIds = (v: unknown) => Array.isArray(v) && v.every(nodeId);

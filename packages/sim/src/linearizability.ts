@@ -5,6 +5,7 @@
  * operations, model state) pairs stops the search from exploring the same configuration twice.
  * @module
  */
+import { KeelError } from "@keel/core";
 import { HistoryError, type Operation, type Outcome } from "./history.ts";
 import type { Model } from "./models.ts";
 
@@ -114,7 +115,10 @@ export function checkLinearizability<S, I, O>(
 ): LinearizabilityResult<S, I, O> {
   const { timeLimitMs, clock, checkEvery = 1024, maxSteps = Number.POSITIVE_INFINITY } = options;
   if (timeLimitMs !== undefined && clock === undefined) {
-    throw new TypeError("checkLinearizability: timeLimitMs needs a clock (e.g. env.clock)");
+    throw new KeelError(
+      "CONFIGURATION",
+      "checkLinearizability: timeLimitMs needs a clock (e.g. env.clock)",
+    );
   }
   if (!(Number.isInteger(checkEvery) && checkEvery > 0)) {
     throw new RangeError(

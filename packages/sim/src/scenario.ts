@@ -4,7 +4,7 @@
  * must converge within a stated virtual time).
  * @module
  */
-import type { LinkFaults } from "@keel/core";
+import { KeelError, type LinkFaults } from "@keel/core";
 import type { TieBreak } from "./env/world.ts";
 import {
   drawPlan,
@@ -61,23 +61,23 @@ export interface Scenario<S = unknown> {
 /** Checks a scenario's shape at definition time and returns it (typed). */
 export function defineScenario<S>(scenario: Scenario<S>): Scenario<S> {
   if (typeof scenario.name !== "string" || scenario.name.length === 0) {
-    throw new TypeError("a scenario needs a name");
+    throw new KeelError("CONFIGURATION", "a scenario needs a name");
   }
   // Finite too: the nemesis draws faults until the safety phase ends, and liveness must end.
   if (!(scenario.safetyMs > 0 && Number.isFinite(scenario.safetyMs))) {
-    throw new TypeError("scenario 'safetyMs' must be > 0 and finite");
+    throw new KeelError("CONFIGURATION", "scenario 'safetyMs' must be > 0 and finite");
   }
   if (
     scenario.livenessMs !== undefined &&
     !(scenario.livenessMs > 0 && Number.isFinite(scenario.livenessMs))
   ) {
-    throw new TypeError("scenario 'livenessMs' must be > 0 and finite");
+    throw new KeelError("CONFIGURATION", "scenario 'livenessMs' must be > 0 and finite");
   }
   if (scenario.ops !== undefined && !(Number.isInteger(scenario.ops) && scenario.ops >= 0)) {
-    throw new TypeError("scenario 'ops' must be an integer >= 0");
+    throw new KeelError("CONFIGURATION", "scenario 'ops' must be an integer >= 0");
   }
   if (typeof scenario.setup !== "function" || typeof scenario.workload !== "function") {
-    throw new TypeError("a scenario needs setup() and workload()");
+    throw new KeelError("CONFIGURATION", "a scenario needs setup() and workload()");
   }
   return scenario;
 }

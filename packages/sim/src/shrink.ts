@@ -3,6 +3,7 @@
  * while the same failure still reproduces, so what is left is a short story of the bug.
  * @module
  */
+import { KeelError } from "@keel/core";
 import { describeStep, type FaultStep } from "./faults.ts";
 import { type RunChoices, type RunReport, runScenario, type Scenario } from "./scenario.ts";
 
@@ -39,7 +40,7 @@ export async function shrink<S>(
   options: ShrinkOptions = {},
 ): Promise<ShrinkResult> {
   const target = failing.failures[0]?.name;
-  if (target === undefined) throw new TypeError("shrink needs a failing run");
+  if (target === undefined) throw new KeelError("CONFIGURATION", "shrink needs a failing run");
   const maxRuns = options.maxRuns ?? 300;
   let runs = 0;
   let best = failing;

@@ -10,6 +10,7 @@ import {
   type Env,
   type InProcessNetwork,
   isKeelError,
+  KeelError,
   type KeelNode,
   type LinkFaults,
   type NodeOptions,
@@ -237,7 +238,8 @@ export class Simulation {
     options: SimNodeOptions | ((life: NodeLife) => SimNodeOptions) = {},
     clock?: ClockSettings,
   ): Promise<SimNode> {
-    if (this.#nodes.has(id)) throw new TypeError(`node '${id}' is already in the simulation`);
+    if (this.#nodes.has(id))
+      throw new KeelError("CONFIGURATION", `node '${id}' is already in the simulation`);
     const settings = clock ?? this.#drawClock();
     const nodeClock = new NodeClock(this.#world, settings);
     const record = this.#spawn(
@@ -252,7 +254,7 @@ export class Simulation {
     return this.#view(record);
   }
 
-  /** The node `id` (throws TypeError if there is none). */
+  /** The node `id` (throws CONFIGURATION if there is none). */
   node(id: string): SimNode {
     return this.#view(this.#record(id));
   }
@@ -540,7 +542,7 @@ export class Simulation {
 
   #record(id: string): NodeRecord {
     const r = this.#nodes.get(id);
-    if (r === undefined) throw new TypeError(`no node '${id}' in the simulation`);
+    if (r === undefined) throw new KeelError("CONFIGURATION", `no node '${id}' in the simulation`);
     return r;
   }
 

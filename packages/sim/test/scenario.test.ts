@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { isKeelError } from "@keel/core";
 import {
   checkDeterminism,
   decodePlan,
@@ -60,7 +61,7 @@ describe("defineScenario", () => {
     assert.equal(s, base);
   });
 
-  it("rejects a bad definition at once, with a TypeError that says what is wrong", () => {
+  it("rejects a bad definition at once, with a CONFIGURATION error that says what is wrong", () => {
     const cases: Array<[object, RegExp]> = [
       [{ name: "" }, /needs a name/],
       [{ name: undefined }, /needs a name/],
@@ -78,7 +79,8 @@ describe("defineScenario", () => {
     for (const [change, message] of cases) {
       assert.throws(
         () => defineScenario({ ...base, ...change } as Scenario<undefined>),
-        (err: unknown) => err instanceof TypeError && message.test(err.message),
+        (err: unknown) =>
+          isKeelError(err) && err.code === "CONFIGURATION" && message.test(err.message),
         JSON.stringify(change),
       );
     }

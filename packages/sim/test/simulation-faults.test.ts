@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { createRandom, defineService } from "@keel/core";
+import { createRandom, defineService, isKeelError } from "@keel/core";
 import { z } from "zod";
 import {
   createSimulation,
@@ -132,7 +132,7 @@ describe("drawPlan", () => {
     );
   });
 
-  it("rejects options that would loop forever or break a clock, with a clear TypeError", () => {
+  it("rejects options that would loop forever or break a clock, with a clear CONFIGURATION error", () => {
     const bad: Array<[number, Parameters<typeof drawPlan>[3], RegExp]> = [
       [10_000, { ratePerSecond: Number.NaN }, /'ratePerSecond'/],
       [10_000, { ratePerSecond: -1 }, /'ratePerSecond'/],
@@ -145,7 +145,8 @@ describe("drawPlan", () => {
     for (const [safetyMs, options, message] of bad) {
       assert.throws(
         () => drawPlan(createRandom(1), NODES, safetyMs, options),
-        (err: unknown) => err instanceof TypeError && message.test(err.message),
+        (err: unknown) =>
+          isKeelError(err) && err.code === "CONFIGURATION" && message.test(err.message),
         JSON.stringify(options),
       );
     }
@@ -202,7 +203,7 @@ describe("encodePlan and decodePlan", () => {
 
   const enc = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
 
-  it("rejects text that is not a plan, with a clear TypeError", () => {
+  it("rejects text that is not a plan, with a clear INVALID_ARGUMENT error", () => {
     const cases: Array<[string, RegExp]> = [
       ["", /not base64url-encoded JSON/],
       ["not a plan!", /not base64url-encoded JSON/],
@@ -225,7 +226,8 @@ describe("encodePlan and decodePlan", () => {
     for (const [text, message] of cases) {
       assert.throws(
         () => decodePlan(text),
-        (err: unknown) => err instanceof TypeError && message.test(err.message),
+        (err: unknown) =>
+          isKeelError(err) && err.code === "INVALID_ARGUMENT" && message.test(err.message),
         text,
       );
     }
@@ -251,7 +253,8 @@ describe("encodePlan and decodePlan", () => {
     for (const [step, message] of cases) {
       assert.throws(
         () => decodePlan(enc([step])),
-        (err: unknown) => err instanceof TypeError && message.test(err.message),
+        (err: unknown) =>
+          isKeelError(err) && err.code === "INVALID_ARGUMENT" && message.test(err.message),
         JSON.stringify(step),
       );
     }

@@ -497,7 +497,10 @@ describe("the simulation's API", () => {
       await sim.addNode("a");
       await assert.rejects(sim.addNode("a"), /node 'a' is already in the simulation/);
       assert.throws(() => sim.node("ghost"), /no node 'ghost' in the simulation/);
-      assert.throws(() => sim.crash("ghost"), TypeError);
+      assert.throws(
+        () => sim.crash("ghost"),
+        (err: unknown) => err instanceof KeelError && err.code === "CONFIGURATION",
+      );
       sim.resume("a");
       await sim.restart("a");
       assert.equal(sim.node("a").life, 1, "restarting a live node does nothing");

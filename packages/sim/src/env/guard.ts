@@ -12,6 +12,7 @@ import { syncBuiltinESMExports } from "node:module";
 import net from "node:net";
 import timers from "node:timers";
 import timersPromises from "node:timers/promises";
+import { KeelError } from "@keel/core";
 
 /** Thrown when simulated code reaches for the real world. */
 export class NondeterminismError extends Error {
@@ -47,7 +48,11 @@ let active: Guard | undefined;
  * {@link NondeterminismError}. Only one guard can be active at a time (they patch globals).
  */
 export function installGuard(): Guard {
-  if (active !== undefined) throw new Error("a simulation guard is already active in this process");
+  if (active !== undefined)
+    throw new KeelError(
+      "FAILED_PRECONDITION",
+      "a simulation guard is already active in this process",
+    );
   const violations: NondeterminismError[] = [];
   const patches: Patch[] = [];
   const trap = (label: string) => {

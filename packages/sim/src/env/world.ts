@@ -7,7 +7,14 @@
  * the host's scheduling (`process.nextTick`, for the handoff).
  * @module
  */
-import { createRandom, type Env, type Random, type Seed, type TimerHandle } from "@keel/core";
+import {
+  createRandom,
+  type Env,
+  KeelError,
+  type Random,
+  type Seed,
+  type TimerHandle,
+} from "@keel/core";
 
 function fnv(text: string): number {
   let h = 0x811c9dc5;
@@ -390,7 +397,8 @@ export interface ClockSettings {
 
 function rateOf(driftPpm: number): number {
   if (!(Number.isFinite(driftPpm) && driftPpm > -1_000_000)) {
-    throw new TypeError(
+    throw new KeelError(
+      "CONFIGURATION",
       `clock drift must be a finite number of ppm above -1000000 (a clock that stops or runs backwards), got ${driftPpm}`,
     );
   }
@@ -414,7 +422,8 @@ export class NodeClock {
     this.#anchorLocal = world.now;
     this.#rate = rateOf(settings.driftPpm ?? 0);
     const skew = settings.skewMs ?? 0;
-    if (!Number.isFinite(skew)) throw new TypeError(`clock skew must be finite, got ${skew}`);
+    if (!Number.isFinite(skew))
+      throw new KeelError("CONFIGURATION", `clock skew must be finite, got ${skew}`);
     this.#wallOffset = skew;
   }
 

@@ -719,6 +719,26 @@ describe("balancing and versions", () => {
     assert.deepEqual(out.value, { node: "r3" });
   });
 
+  it("sees a replica that joins, and one that leaves, on the same-node route", async () => {
+    await using c = cluster(12);
+    const work = workService();
+    const a = c.add("a", [work], { balancer: "round-robin" });
+    await c.start();
+    const round = async (n: number) => {
+      const outs = Array.from({ length: n }, () => capture(a.call(work, "idem", { ms: 1 })));
+      await c.env.advance(5);
+      return new Set(outs.map((o) => o.value?.node));
+    };
+    assert.deepEqual(await round(4), new Set(["a"]));
+    const b = c.add("b", [work]);
+    await c.start();
+    assert.deepEqual(await round(4), new Set(["a", "b"]));
+    const stopping = b.stop({ graceMs: 0 });
+    await c.env.advance(5);
+    await stopping;
+    assert.deepEqual(await round(4), new Set(["a"]));
+  });
+
   it("spreads load over replicas with p2c", async () => {
     await using c = cluster(9);
     const work = workService();

@@ -21,11 +21,11 @@ import { type BalancerState, checkRouting, pick, pickVersion } from "./balancer.
 import type { CallOptions, Client } from "./context-types.ts";
 import type { Invocation } from "./invocation.ts";
 import type { Logger } from "./logger.ts";
-import { type NodeShared, notProcessed, unavailable } from "./node-shared.ts";
+import { type Hosted, type NodeShared, notProcessed, unavailable } from "./node-shared.ts";
 import { type Endpoint, type NodeDownReason, Registry } from "./registry.ts";
 import { cancelled, deadlineExceeded, type Scope } from "./scope.ts";
 import type { Server } from "./server.ts";
-import type { AnyService } from "./service.ts";
+import type { AnyAction, AnyService } from "./service.ts";
 
 /** A frame under construction. */
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -35,6 +35,18 @@ interface Route {
   readonly exclude: Set<string>;
   /** The hedged call's span, which its attempts share. */
   readonly span: Span | undefined;
+}
+
+/**
+ * Where calls of one action go while the registry is unchanged: its only ready endpoint, when that
+ * is this node (else `ep` is undefined and calls take the general path).
+ */
+interface LocalRoute {
+  readonly service: AnyService;
+  readonly generation: number;
+  readonly ep: Endpoint | undefined;
+  readonly hosted: Hosted | undefined;
+  readonly local: AnyAction;
 }
 
 /** What a client call is about; fixed for its lifetime. */
@@ -108,6 +120,8 @@ export class Calls {
   /** One breaker per remote endpoint (`node\0service@version`), when the node has breakers. */
   readonly #breakers = new Map<string, CircuitBreaker>();
   readonly #log: Logger;
+  /** Resolved same-node routes by the caller's action definition (see #localRoute). */
+  readonly #routes = new Map<AnyAction, LocalRoute>();
   /** The span of the call whose breaker permit is being taken or returned (for breaker events). */
   #breakerSpan: Span | undefined;
 
@@ -313,6 +327,33 @@ export class Calls {
     const signal = options?.signal;
     if (signal?.aborted) return this.#refuse(service.key, action, route, cancelled());
 
+    if (
+      route === undefined &&
+      (options === undefined ||
+        (options.versions === undefined &&
+          options.balancer === undefined &&
+          options.hashKey === undefined))
+    ) {
+      // One ready endpoint, on this node: no balancer has a choice to make.
+      const r = this.#localRoute(service, action);
+      if (r.ep !== undefined) {
+        const meter = n.metrics?.client(service.key, actionName);
+        meter?.begin();
+        if (span !== undefined) span.setAttribute("server.address", n.id);
+        return this.#server.callLocal(
+          r.hosted!,
+          r.local,
+          input,
+          options,
+          parent,
+          timeout,
+          r.ep,
+          false,
+          span,
+          meter,
+        );
+      }
+    }
     let key = service.key;
     const weights = options?.versions;
     if (weights !== undefined) {
@@ -389,6 +430,27 @@ export class Calls {
       if (signal !== undefined || parent !== undefined) this.#linkCancel(call, signal, parent);
       this.#send(call, ep);
     });
+  }
+
+  /** The same-node route of `action`, resolved once per registry generation. */
+  #localRoute(service: AnyService, action: AnyAction): LocalRoute {
+    const n = this.#n;
+    const generation = n.registry.generation;
+    const cached = this.#routes.get(action);
+    if (cached !== undefined && cached.generation === generation && cached.service === service)
+      return cached;
+    const endpoints = n.registry.endpointsByKey(service.key);
+    const only = endpoints?.length === 1 ? endpoints[0] : undefined;
+    const hosted = only?.local === true ? n.hosted.get(service.key) : undefined;
+    const r: LocalRoute = {
+      service,
+      generation,
+      ep: hosted === undefined ? undefined : only,
+      hosted,
+      local: hosted?.actions.get(action.name) ?? action,
+    };
+    this.#routes.set(action, r);
+    return r;
   }
 
   onResponse(f: ResponseFrame): void {

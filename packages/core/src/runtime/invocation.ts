@@ -132,6 +132,22 @@ abstract class CallerBase extends Scope {
 }
 
 /**
+ * What a request carries for metrics and action counters: made only when the node keeps one of
+ * them, so a node that keeps neither builds, sets and checks none of it per call.
+ */
+export class Observed {
+  /** This request's server-side meter and when it arrived (metrics on). */
+  serverMeter: ActionMeter | undefined = undefined;
+  servedAt = 0;
+  /** A local call's caller-side meter (begun by the caller) and when the call was made. */
+  clientMeter: ActionMeter | undefined = undefined;
+  calledAt = 0;
+  /** The action's request counters (`KeelNode.actionStats`), and when counting began. */
+  actionStats: ActionStatsRecord | undefined = undefined;
+  countedAt = 0;
+}
+
+/**
  * One handled request: the handler's Context, the server's in-flight record and a deadline entry
  * in one object, so the hot path allocates little. A local call that completes synchronously
  * never reads the clock, never gets a request id string and is never registered anywhere.
@@ -163,17 +179,8 @@ export class Invocation extends CallerBase implements Context, Scheduled {
   /** Server-side limits this request holds a slot of, given back when it finishes. */
   declare bulkhead: BulkheadPolicy | undefined;
   declare adaptivePermit: AdaptivePermit | undefined;
-  /**
-   * Metrics, when the node records them: this request's server-side meter and when it arrived;
-   * for a local call, also the caller's meter and when the call was made.
-   */
-  declare serverMeter: ActionMeter | undefined;
-  declare servedAt: number;
-  declare clientMeter: ActionMeter | undefined;
-  declare calledAt: number;
-  /** The action's request counters, when the node keeps them, and when counting began. */
-  declare actionStats: ActionStatsRecord | undefined;
-  declare countedAt: number;
+  /** Metrics and action counters of this request, when the node keeps either (else undefined). */
+  declare observed: Observed | undefined;
   /** Neighbours in the node's list of in-flight invocations. */
   declare prevServing: Invocation | undefined;
   declare nextServing: Invocation | undefined;
@@ -221,12 +228,7 @@ export class Invocation extends CallerBase implements Context, Scheduled {
     this.unlink = undefined;
     this.bulkhead = undefined;
     this.adaptivePermit = undefined;
-    this.serverMeter = undefined;
-    this.servedAt = 0;
-    this.clientMeter = undefined;
-    this.calledAt = 0;
-    this.actionStats = undefined;
-    this.countedAt = 0;
+    this.observed = undefined;
     this.prevServing = undefined;
     this.nextServing = undefined;
     this.service = service;

@@ -74,6 +74,8 @@ export class Registry implements RegistryView {
   #ready = new Map<string, Endpoint[]>();
   /** event name → subscribing service → node ids (ready nodes). */
   #subscribers = new Map<string, Map<string, string[]>>();
+  /** Bumped by every rebuild: what a cache of routes compares against. */
+  #generation = 0;
   readonly #listeners = new Set<(event: RegistryEvent) => void>();
 
   nodes(): string[] {
@@ -86,6 +88,11 @@ export class Registry implements RegistryView {
 
   endpoints(service: string, version: number): readonly Endpoint[] {
     return this.#ready.get(`${service}@${version}`) ?? [];
+  }
+
+  /** Changes whenever the ready endpoints may have changed. */
+  get generation(): number {
+    return this.#generation;
   }
 
   /** Ready endpoints by routing key `service@version`. */
@@ -203,6 +210,7 @@ export class Registry implements RegistryView {
     for (const bySvc of subs.values()) for (const nodes of bySvc.values()) nodes.sort();
     this.#ready = ready;
     this.#subscribers = subs;
+    this.#generation++;
   }
 
   #notify(event: RegistryEvent): void {

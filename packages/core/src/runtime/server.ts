@@ -15,7 +15,7 @@ import {
   WIRE_VERSION,
 } from "../wire/index.ts";
 import type { CallOptions } from "./context-types.ts";
-import { Invocation } from "./invocation.ts";
+import { Invocation, Observed } from "./invocation.ts";
 import type { Logger } from "./logger.ts";
 import type { Hosted, NodeShared } from "./node-shared.ts";
 import { unavailable } from "./node-shared.ts";
@@ -234,24 +234,41 @@ export class Server {
   ): void {
     const m = this.#n.metrics!.server(hosted.def.key, action.name);
     m.begin();
-    inv.serverMeter = m;
-    inv.servedAt = now;
-    inv.clientMeter = client;
-    inv.calledAt = calledAt;
+    inv.observed ??= new Observed();
+    const o = inv.observed;
+    o.serverMeter = m;
+    o.servedAt = now;
+    o.clientMeter = client;
+    o.calledAt = calledAt;
   }
 
   /** Counts a request in its action's counters (`KeelNode.actionStats`), from `now`. */
   #countIn(inv: Invocation, action: AnyAction, now: number): void {
-    inv.actionStats = this.#n.actionStats!.get(action);
-    inv.countedAt = now;
+    inv.observed ??= new Observed();
+    const o = inv.observed;
+    o.actionStats = this.#n.actionStats!.get(action);
+    o.countedAt = now;
   }
 
-  /** Ends a request's metrics with its outcome. */
-  #endMeters(inv: Invocation, server: ActionMeter, ok: boolean, value: unknown): void {
+  /** Ends a request's metrics and counts it in its action's counters, with its outcome. */
+  #endObserved(o: Observed, ok: boolean, value: unknown): void {
     const now = this.#n.env.clock.now();
-    const outcome = ok ? "ok" : (value as KeelError).code;
-    server.end(outcome, now - inv.servedAt);
-    inv.clientMeter?.end(outcome, now - inv.calledAt);
+    const server = o.serverMeter;
+    if (server !== undefined) {
+      const outcome = ok ? "ok" : (value as KeelError).code;
+      server.end(outcome, now - o.servedAt);
+      o.clientMeter?.end(outcome, now - o.calledAt);
+    }
+    const counts = o.actionStats;
+    if (counts !== undefined) {
+      counts.requests++;
+      counts.processingMs += now - o.countedAt;
+      if (!ok) {
+        counts.errors++;
+        const err = value as KeelError;
+        counts.lastError = `${err.code}: ${err.message}`;
+      }
+    }
   }
 
   /** Called once when an invocation's deadline passes. */
@@ -373,7 +390,8 @@ export class Server {
     const n = this.#n;
     const code = err.code === "RATE_LIMITED" ? "RATE_LIMITED" : "OVERLOADED";
     n.decide({ kind: "shed", service: inv.service, action: inv.action, code, by }, inv.span);
-    if (inv.serverMeter !== undefined) n.metrics?.shed(inv.serverMeter, by);
+    const meter = inv.observed?.serverMeter;
+    if (meter !== undefined) n.metrics?.shed(meter, by);
     return new KeelError(code, err.message, {
       noStack: true,
       retryable: true,
@@ -556,18 +574,8 @@ export class Server {
     if (inv.settled) return;
     inv.settled = true;
     if (inv.registered) this.#unregister(inv);
-    if (inv.serverMeter !== undefined) this.#endMeters(inv, inv.serverMeter, ok, value);
+    if (inv.observed !== undefined) this.#endObserved(inv.observed, ok, value);
     if (inv.span !== undefined) this.#n.tracing.end(inv.span, ok ? undefined : value);
-    const counts = inv.actionStats;
-    if (counts !== undefined) {
-      counts.requests++;
-      counts.processingMs += this.#n.env.clock.now() - inv.countedAt;
-      if (!ok) {
-        counts.errors++;
-        const err = value as KeelError;
-        counts.lastError = `${err.code}: ${err.message}`;
-      }
-    }
     if (inv.bulkhead !== undefined) {
       inv.bulkhead.release();
       inv.bulkhead = undefined;

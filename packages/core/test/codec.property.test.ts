@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
+import { Packr, Unpackr } from "msgpackr";
 import {
   type Codec,
   type Envelope,
@@ -536,5 +537,87 @@ describe("msgpackCodec and 64-bit integers", () => {
         (err: unknown) => isKeelError(err) && err.code === "PROTOCOL",
       );
     }
+  });
+});
+
+describe("msgpackCodec's fast reader", () => {
+  // The codec reads common frames itself and leaves the rest to msgpackr: both must agree.
+  const reference = new Unpackr({
+    useRecords: false,
+    moreTypes: false,
+    mapsAsObjects: true,
+    int64AsType: "number",
+  });
+  const packr = new Packr({
+    useRecords: false,
+    moreTypes: false,
+    mapsAsObjects: true,
+    int64AsType: "number",
+  });
+  const frameWith = (p: unknown) =>
+    packr.pack({ v: 1, k: "evt", from: "a", name: "x", mode: "emit", p });
+
+  it("decodes any payload exactly as msgpackr does", () => {
+    const payload = fc.letrec((tie) => ({
+      value: fc.oneof(
+        { depthSize: "small" },
+        fc.integer({ min: -(2 ** 31), max: 2 ** 32 - 1 }),
+        fc.double(),
+        fc.maxSafeInteger(),
+        fc.string({ maxLength: 70 }),
+        fc.string({ unit: "grapheme", maxLength: 10 }),
+        fc.constantFrom(null, undefined, true, false, "", "__proto__"),
+        fc.uint8Array({ maxLength: 4 }),
+        fc.array(tie("value"), { maxLength: 5 }),
+        fc.dictionary(fc.string({ maxLength: 40 }), tie("value"), { maxKeys: 5 }),
+      ),
+    })).value;
+    fc.assert(
+      fc.property(payload, (p) => {
+        const frame = frameWith(p);
+        assert.deepEqual(msgpackCodec.decode(frame, LIMIT), reference.unpack(frame));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("decodes hand-made encodings as msgpackr does", () => {
+    const fixstr = (t: string) => [0xa0 | t.length, ...new TextEncoder().encode(t)];
+    // { v: 1, k: "evt", from: "a", name: "x", mode: "emit", p: <seq> }, as a fixmap.
+    const prefix = [
+      0x86,
+      ...fixstr("v"),
+      0x01,
+      ...[
+        ["k", "evt"],
+        ["from", "a"],
+        ["name", "x"],
+        ["mode", "emit"],
+      ].flatMap(([key, value]) => [...fixstr(key as string), ...fixstr(value as string)]),
+      ...fixstr("p"),
+    ];
+    const seqs = [
+      [0x00],
+      [0x7f],
+      [0xcc, 0xff],
+      [0xcd, 0xff, 0xff],
+      [0xce, 0xff, 0xff, 0xff, 0xff],
+      [0xd0, 0x80],
+      [0xd1, 0x80, 0x00],
+      [0xd2, 0x80, 0x00, 0x00, 0x00],
+      [0xe0],
+      [0xcb, 0x40, 0x09, 0x21, 0xfb, 0x54, 0x44, 0x2d, 0x18],
+    ];
+    for (const seq of seqs) {
+      const frame = new Uint8Array([...prefix, ...seq]);
+      assert.deepEqual(msgpackCodec.decode(frame, LIMIT), reference.unpack(frame));
+    }
+    // Truncated anywhere, or with a trailing byte: PROTOCOL, never anything else.
+    const good = new Uint8Array([...prefix, 0x05]);
+    for (let n = 0; n < good.length; n++) refusal(msgpackCodec, good.subarray(0, n));
+    refusal(msgpackCodec, new Uint8Array([...good, 0xc0]));
+    // A map whose stated size overruns the frame, and an array of a billion elements.
+    refusal(msgpackCodec, new Uint8Array([0xdf, 0x7f, 0xff, 0xff, 0xff, 0xa1, 0x76, 0x01]));
+    refusal(msgpackCodec, new Uint8Array([0xdd, 0x3b, 0x9a, 0xca, 0x00, 0x01]));
   });
 });

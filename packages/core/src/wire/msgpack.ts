@@ -1,6 +1,315 @@
 import { Packr } from "msgpackr";
 import { type Codec, decodeWith } from "./codec.ts";
 
+/** Nesting depth the fast reader handles; deeper frames go to msgpackr. */
+const MAX_FAST_DEPTH = 32;
+
+/** Thrown (never escapes) when the fast reader meets something it leaves to msgpackr. */
+const NOT_FAST: unique symbol = Symbol("not fast");
+const EMPTY = new Uint8Array(0);
+
+/** Strings up to this many bytes are cached by their bytes. */
+const MAX_CACHED_STRING = 32;
+const STRING_CACHE_SIZE = 1024;
+
+/** Strings by their bytes: slot i holds `strings[i]`, whose bytes are at `bytes[i * 32]`. */
+interface StringCache {
+  readonly bytes: Uint8Array;
+  readonly lengths: Uint8Array;
+  readonly strings: Array<string | undefined>;
+  /** Cached strings are internalized (keys: later property stores and compares are cheaper). */
+  readonly intern: boolean;
+}
+
+function stringCache(intern: boolean): StringCache {
+  return {
+    bytes: new Uint8Array(STRING_CACHE_SIZE * MAX_CACHED_STRING),
+    lengths: new Uint8Array(STRING_CACHE_SIZE),
+    strings: new Array<string | undefined>(STRING_CACHE_SIZE).fill(undefined),
+    intern,
+  };
+}
+
+const keyCache = stringCache(true);
+const valueCache = stringCache(false);
+
+/** The ASCII string at buf[start, start + length), or NOT_FAST when a byte is not ASCII. */
+function asciiString(buf: Uint8Array, start: number, length: number): string {
+  const end = start + length;
+  for (let i = start; i < end; i++) if ((buf[i] as number) >= 0x80) throw NOT_FAST;
+  // fromCharCode over a handful of arguments is several times cheaper than growing a string.
+  let s = "";
+  let i = start;
+  for (; i + 8 <= end; i += 8) {
+    s += String.fromCharCode(
+      buf[i] as number,
+      buf[i + 1] as number,
+      buf[i + 2] as number,
+      buf[i + 3] as number,
+      buf[i + 4] as number,
+      buf[i + 5] as number,
+      buf[i + 6] as number,
+      buf[i + 7] as number,
+    );
+  }
+  for (; i < end; i++) s += String.fromCharCode(buf[i] as number);
+  return s;
+}
+
+/** A frame layout: its keys in the order the runtime writes them, and a literal that builds it. */
+interface Layout {
+  readonly keys: readonly string[];
+  build(v: readonly unknown[]): Record<string, unknown>;
+}
+
+/**
+ * The layouts of the frames a busy node decodes most (requests and replies without options,
+ * heartbeats, cancels), by number of keys. Their key order is that of the literals in the runtime.
+ */
+const LAYOUTS: ReadonlyArray<readonly Layout[]> = (() => {
+  const layouts: Layout[] = [
+    {
+      keys: ["v", "k", "id", "from", "svc", "ver", "act", "dl", "p"],
+      build: (v) => ({
+        v: v[0],
+        k: v[1],
+        id: v[2],
+        from: v[3],
+        svc: v[4],
+        ver: v[5],
+        act: v[6],
+        dl: v[7],
+        p: v[8],
+      }),
+    },
+    {
+      keys: ["v", "k", "id", "from", "ok", "p"],
+      build: (v) => ({ v: v[0], k: v[1], id: v[2], from: v[3], ok: v[4], p: v[5] }),
+    },
+    {
+      keys: ["v", "k", "id", "from", "ok", "err"],
+      build: (v) => ({ v: v[0], k: v[1], id: v[2], from: v[3], ok: v[4], err: v[5] }),
+    },
+    {
+      keys: ["v", "k", "from", "inc", "seq"],
+      build: (v) => ({ v: v[0], k: v[1], from: v[2], inc: v[3], seq: v[4] }),
+    },
+    {
+      keys: ["v", "k", "id", "from"],
+      build: (v) => ({ v: v[0], k: v[1], id: v[2], from: v[3] }),
+    },
+  ];
+  const bySize: Layout[][] = Array.from({ length: 17 }, () => []);
+  for (const layout of layouts) bySize[layout.keys.length]?.push(layout);
+  return bySize;
+})();
+
+/**
+ * A reader for the subset of MessagePack that frames are made of: maps with ASCII string keys,
+ * arrays, ASCII strings, nil, booleans, integers up to 32 bits and float64. On that subset it
+ * gives exactly what msgpackr gives with this codec's options (it is several times faster on a
+ * small frame, which is most of what a node decodes); anything else (binary, extensions, 64-bit
+ * integers, float32, other `undefined` encodings, non-ASCII strings, `__proto__` keys, non-string keys, deep nesting, truncated
+ * frames, trailing bytes) makes it give up, and msgpackr decodes the whole frame as before.
+ */
+class FastReader {
+  #buf: Uint8Array = EMPTY;
+  #pos = 0;
+  #end = 0;
+  /** The top-level map's keys and values, before its object is built. */
+  readonly #keys: string[] = [];
+  readonly #values: unknown[] = [];
+
+  read(frame: Uint8Array): unknown {
+    this.#buf = frame;
+    this.#pos = 0;
+    this.#end = frame.length;
+    try {
+      const value = this.#value(0);
+      if (this.#pos !== this.#end) throw NOT_FAST;
+      return value;
+    } finally {
+      this.#buf = EMPTY; // holds no frame between decodes
+      this.#end = 0;
+    }
+  }
+
+  #byte(): number {
+    const pos = this.#pos;
+    if (pos >= this.#end) throw NOT_FAST;
+    this.#pos = pos + 1;
+    return this.#buf[pos] as number;
+  }
+
+  #uint16(): number {
+    const pos = this.#need(2);
+    const buf = this.#buf;
+    return ((buf[pos] as number) << 8) | (buf[pos + 1] as number);
+  }
+
+  #int32(): number {
+    const pos = this.#need(4);
+    const buf = this.#buf;
+    return (
+      ((buf[pos] as number) << 24) |
+      ((buf[pos + 1] as number) << 16) |
+      ((buf[pos + 2] as number) << 8) |
+      (buf[pos + 3] as number)
+    );
+  }
+
+  #need(n: number): number {
+    const pos = this.#pos;
+    if (pos + n > this.#end) throw NOT_FAST;
+    this.#pos = pos + n;
+    return pos;
+  }
+
+  #value(depth: number): unknown {
+    const b = this.#byte();
+    if (b < 0x80) return b;
+    if (b >= 0xe0) return b - 0x100;
+    if (b >= 0xa0 && b <= 0xbf) return this.#str(b & 0x1f, valueCache);
+    if (b <= 0x8f) return this.#map(b & 0x0f, depth);
+    if (b <= 0x9f) return this.#array(b & 0x0f, depth);
+    switch (b) {
+      case 0xc0:
+        return null;
+      case 0xc2:
+        return false;
+      case 0xc3:
+        return true;
+      case 0xcb: {
+        const pos = this.#need(8);
+        const buf = this.#buf;
+        return new DataView(buf.buffer, buf.byteOffset + pos, 8).getFloat64(0);
+      }
+      case 0xcc:
+        return this.#byte();
+      case 0xcd:
+        return this.#uint16();
+      case 0xce:
+        return this.#int32() >>> 0;
+      case 0xd0:
+        return (this.#byte() << 24) >> 24;
+      case 0xd1:
+        return (this.#uint16() << 16) >> 16;
+      case 0xd2:
+        return this.#int32();
+      case 0xd4:
+        // fixext 1 of type 0: msgpackr's `undefined`
+        if (this.#byte() !== 0 || this.#byte() !== 0) throw NOT_FAST;
+        return undefined;
+      case 0xd9:
+        return this.#str(this.#byte(), valueCache);
+      case 0xda:
+        return this.#str(this.#uint16(), valueCache);
+      case 0xdb:
+        return this.#str(this.#int32() >>> 0, valueCache);
+      case 0xdc:
+        return this.#array(this.#uint16(), depth);
+      case 0xdd:
+        return this.#array(this.#int32() >>> 0, depth);
+      case 0xde:
+        return this.#map(this.#uint16(), depth);
+      case 0xdf:
+        return this.#map(this.#int32() >>> 0, depth);
+      default:
+        throw NOT_FAST;
+    }
+  }
+
+  /**
+   * An ASCII string of `length` bytes; any other byte gives up. Short strings (keys, node, service
+   * and action names, kinds) come from a cache by their bytes: building a string from bytes costs
+   * far more than comparing them. Keys are cached internalized, as property names are.
+   */
+  #str(length: number, cache: StringCache): string {
+    const start = this.#need(length);
+    const buf = this.#buf;
+    if (length === 0) return "";
+    if (length > MAX_CACHED_STRING) return asciiString(buf, start, length);
+    const slot =
+      (length * 31 +
+        (buf[start] as number) * 7 +
+        (buf[start + length - 1] as number) * 3 +
+        (buf[start + (length >> 1)] as number)) &
+      (STRING_CACHE_SIZE - 1);
+    const bytes = cache.bytes;
+    const at = slot * MAX_CACHED_STRING;
+    if (cache.lengths[slot] === length) {
+      let i = 0;
+      while (i < length && bytes[at + i] === buf[start + i]) i++;
+      if (i === length) return cache.strings[slot] as string;
+    }
+    let s = asciiString(buf, start, length);
+    if (cache.intern) s = Object.keys({ [s]: 0 })[0] as string;
+    for (let i = 0; i < length; i++) bytes[at + i] = buf[start + i] as number;
+    cache.lengths[slot] = length;
+    cache.strings[slot] = s;
+    return s;
+  }
+
+  #key(): string {
+    const b = this.#byte();
+    let key: string;
+    if (b >= 0xa0 && b <= 0xbf) key = this.#str(b & 0x1f, keyCache);
+    else if (b === 0xd9) key = this.#str(this.#byte(), keyCache);
+    else throw NOT_FAST;
+    // msgpackr renames this key (its prototype-pollution guard): leave the frame to it.
+    if (key === "__proto__") throw NOT_FAST;
+    return key;
+  }
+
+  #map(size: number, depth: number): Record<string, unknown> {
+    if (depth === 0 && size < LAYOUTS.length) return this.#envelope(size);
+    if (depth >= MAX_FAST_DEPTH) throw NOT_FAST;
+    const object: Record<string, unknown> = {};
+    for (let i = 0; i < size; i++) {
+      const key = this.#key();
+      object[key] = this.#value(depth + 1);
+    }
+    return object;
+  }
+
+  /**
+   * The top-level map: when its keys are those of a known frame layout, in that order, the object
+   * is built by an object literal, which is several times cheaper than adding properties one by
+   * one and gives every such frame one shape (the runtime reads them at monomorphic sites).
+   */
+  #envelope(size: number): Record<string, unknown> {
+    const keys = this.#keys;
+    const values = this.#values;
+    for (let i = 0; i < size; i++) {
+      keys[i] = this.#key();
+      values[i] = this.#value(1);
+    }
+    let object: Record<string, unknown> | undefined;
+    const candidates = LAYOUTS[size] as readonly Layout[];
+    for (let c = 0; c < candidates.length && object === undefined; c++) {
+      const layout = candidates[c] as Layout;
+      let i = 0;
+      while (i < size && keys[i] === layout.keys[i]) i++;
+      if (i === size) object = layout.build(values);
+    }
+    if (object === undefined) {
+      object = {};
+      for (let i = 0; i < size; i++) object[keys[i] as string] = values[i];
+    }
+    for (let i = 0; i < size; i++) values[i] = undefined; // holds no payload between decodes
+    return object;
+  }
+
+  #array(length: number, depth: number): unknown[] {
+    if (depth >= MAX_FAST_DEPTH) throw NOT_FAST;
+    // Each element takes at least one byte: a bogus length cannot allocate much.
+    if (length > this.#end - this.#pos) throw NOT_FAST;
+    const array = new Array<unknown>(length);
+    for (let i = 0; i < length; i++) array[i] = this.#value(depth + 1);
+    return array;
+  }
+}
+
 /** Creates the MessagePack codec (msgpackr, standard MessagePack without records). */
 export function createMsgpackCodec(): Codec {
   const packr = new Packr({
@@ -10,13 +319,22 @@ export function createMsgpackCodec(): Codec {
     // 64-bit integers decode as numbers, never BigInt (which JSON and the envelope checks refuse).
     int64AsType: "number",
   });
+  const fast = new FastReader();
+  const parse = (f: Uint8Array): unknown => {
+    try {
+      return fast.read(f);
+    } catch (err) {
+      if (err !== NOT_FAST) throw err;
+    }
+    return packr.unpack(f);
+  };
   return {
     name: "msgpack",
     encode(envelope) {
       return packr.pack(envelope);
     },
     decode(frame, maxBytes) {
-      return decodeWith("MessagePack", frame, maxBytes, (f) => packr.unpack(f));
+      return decodeWith("MessagePack", frame, maxBytes, parse);
     },
   };
 }

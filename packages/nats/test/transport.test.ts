@@ -217,6 +217,44 @@ describe("NATS transport: two Keel nodes on a private server", { timeout: 60_000
     listener[Symbol.dispose]();
   });
 
+  it("sends a burst of frames of any size to several subjects intact, counted by the connection too", async () => {
+    const t = createNatsTransport({ nodeId: "burst", servers: server.url, logger: silentLogger });
+    await t.connect();
+    const watcher = await connect({ servers: server.url });
+    try {
+      const got: Array<{ subject: string; data: number[] }> = [];
+      watcher.subscribe(`${t.broadcastSubject.split(".")[0]}.>`, {
+        callback: (_err, msg) => got.push({ subject: msg.subject, data: [...msg.data] }),
+      });
+      await watcher.flush();
+      // Sizes across every decimal length of the size field, and an empty frame.
+      const sizes = [0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10_000, 100_000];
+      const sent: Array<{ subject: string; data: number[] }> = [];
+      for (const [i, size] of sizes.entries()) {
+        const data = Array.from({ length: size }, (_, j) => (i * 31 + j) & 0xff);
+        if (i % 3 === 2) {
+          t.broadcast(new Uint8Array(data));
+          sent.push({ subject: t.broadcastSubject, data });
+        } else {
+          const to = i % 3 === 0 ? "peer-a" : "peer-b";
+          t.send(to, new Uint8Array(data));
+          sent.push({ subject: `${t.broadcastSubject.split(".")[0]}.node.${to}`, data });
+        }
+      }
+      await waitFor(() => got.length === sizes.length, 3000, "the burst");
+      assert.deepEqual(got, sent);
+      const bytes = sizes.reduce((a, b) => a + b, 0);
+      assert.equal(t.stats.framesSent, sizes.length);
+      assert.equal(t.stats.bytesSent, bytes);
+      const own = t.connection().stats();
+      assert.equal(own.outMsgs, sizes.length);
+      assert.equal(own.outBytes, bytes);
+    } finally {
+      await watcher.close();
+      await t.close();
+    }
+  });
+
   it("refuses frames over the server's max_payload: dropped and counted, never thrown", async () => {
     await using small = await startNatsServer({ config: "max_payload: 4096\n", jetstream: false });
     const t = createNatsTransport({ nodeId: "big", servers: small.url, logger: silentLogger });

@@ -224,7 +224,9 @@ describe("NATS transport: two Keel nodes on a private server", { timeout: 60_000
     try {
       const got: Array<{ subject: string; data: number[] }> = [];
       watcher.subscribe(`${t.broadcastSubject.split(".")[0]}.>`, {
-        callback: (_err, msg) => got.push({ subject: msg.subject, data: [...msg.data] }),
+        callback: (_err, msg) => {
+          got.push({ subject: msg.subject, data: [...msg.data] });
+        },
       });
       await watcher.flush();
       // Sizes across every decimal length of the size field, and an empty frame.

@@ -310,6 +310,185 @@ class FastReader {
   }
 }
 
+const key = (k: string) =>
+  new Uint8Array([0xa0 | k.length, ...Array.from(k, (c) => c.charCodeAt(0))]);
+const concat = (...parts: Array<number[] | Uint8Array>) =>
+  new Uint8Array(parts.flatMap((x) => [...x]));
+/** `{ v: 1, k: "req", id:` (a fixmap of 9 keys), and the other keys of a request. */
+const REQ_HEAD = concat([0x89], key("v"), [1], key("k"), key("req"), key("id"));
+/** `{ v: 1, k: "res", id:` (a fixmap of 6 keys). */
+const RES_HEAD = concat([0x86], key("v"), [1], key("k"), key("res"), key("id"));
+const KEY_FROM = key("from");
+const KEY_SVC = key("svc");
+const KEY_VER = key("ver");
+const KEY_ACT = key("act");
+const KEY_DL = key("dl");
+const KEY_P = key("p");
+const KEY_OK_TRUE = concat(key("ok"), [0xc3]);
+
+/** Size of the slabs frames are written into (a frame is a view of one, as with msgpackr). */
+const SLAB_BYTES = 16 * 1024;
+/** Room a frame written in place needs besides its payload. */
+const MAX_HEAD_BYTES = 512;
+
+/**
+ * Writes the two frames of every call (a request without options, a successful reply) without
+ * msgpackr: a fixmap of the keys in the runtime's order, with the node, service and action names
+ * cached as encoded strings and the payload written in place when it is a number, an ASCII string,
+ * a boolean or null (anything else is packed by msgpackr and copied in). Standard MessagePack,
+ * which msgpackr and the fast reader decode to the same envelope. Every other frame, and any
+ * value out of the cases above, goes to msgpackr.
+ */
+class EnvelopeWriter {
+  readonly #packr: Packr;
+  #buf = Buffer.allocUnsafe(SLAB_BYTES);
+  #pos = 0;
+  readonly #names = new Map<string, Uint8Array>();
+
+  constructor(packr: Packr) {
+    this.#packr = packr;
+  }
+
+  /** The frame, or undefined when msgpackr should write it. */
+  write(e: Record<string, unknown> | null): Uint8Array | undefined {
+    if (typeof e !== "object" || e === null || e["v"] !== 1 || typeof e["id"] !== "string")
+      return undefined;
+    const k = e["k"];
+    if (this.#pos > SLAB_BYTES - MAX_HEAD_BYTES) {
+      this.#buf = Buffer.allocUnsafe(SLAB_BYTES);
+      this.#pos = 0;
+    }
+    const start = this.#pos;
+    let done = false;
+    if (k === "req") {
+      if (
+        e["tc"] === undefined &&
+        e["ik"] === undefined &&
+        e["caller"] === undefined &&
+        e["meta"] === undefined &&
+        typeof e["ver"] === "number" &&
+        typeof e["dl"] === "number"
+      ) {
+        const from = this.#name(e["from"]);
+        const svc = this.#name(e["svc"]);
+        const act = this.#name(e["act"]);
+        if (from !== undefined && svc !== undefined && act !== undefined) {
+          this.#bytes(REQ_HEAD);
+          done =
+            this.#ascii(e["id"]) &&
+            this.#bytes(KEY_FROM) &&
+            this.#bytes(from) &&
+            this.#bytes(KEY_SVC) &&
+            this.#bytes(svc) &&
+            this.#bytes(KEY_VER) &&
+            this.#number(e["ver"]) &&
+            this.#bytes(KEY_ACT) &&
+            this.#bytes(act) &&
+            this.#bytes(KEY_DL) &&
+            this.#number(e["dl"]) &&
+            this.#bytes(KEY_P) &&
+            this.#payload(e["p"]);
+        }
+      }
+    } else if (k === "res" && e["ok"] === true && e["err"] === undefined) {
+      const from = this.#name(e["from"]);
+      if (from !== undefined) {
+        this.#bytes(RES_HEAD);
+        done =
+          this.#ascii(e["id"]) &&
+          this.#bytes(KEY_FROM) &&
+          this.#bytes(from) &&
+          this.#bytes(KEY_OK_TRUE) &&
+          this.#bytes(KEY_P) &&
+          this.#payload(e["p"]);
+      }
+    }
+    if (!done) {
+      this.#pos = start;
+      return undefined;
+    }
+    return this.#buf.subarray(start, this.#pos);
+  }
+
+  /** A name (node, service, action) as an encoded string, from the cache. */
+  #name(value: unknown): Uint8Array | undefined {
+    if (typeof value !== "string") return undefined;
+    let bytes = this.#names.get(value);
+    if (bytes === undefined) {
+      if (value.length > 64) return undefined;
+      if (this.#names.size >= 1024) this.#names.clear();
+      bytes = this.#packr.pack(value).slice(); // a copy: msgpackr reuses its buffer
+      this.#names.set(value, bytes);
+    }
+    return bytes;
+  }
+
+  #bytes(bytes: Uint8Array): true {
+    const buf = this.#buf;
+    const n = bytes.length;
+    const pos = this.#pos;
+    // Names and keys are a few bytes: a loop beats TypedArray.set on those.
+    for (let i = 0; i < n; i++) buf[pos + i] = bytes[i] as number;
+    this.#pos = pos + n;
+    return true;
+  }
+
+  /** An ASCII string of at most 31 characters, as a fixstr; false for any other. */
+  #ascii(s: string): boolean {
+    const n = s.length;
+    if (n > 31) return false;
+    const buf = this.#buf;
+    let pos = this.#pos;
+    buf[pos++] = 0xa0 | n;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) return false;
+      buf[pos++] = c;
+    }
+    this.#pos = pos;
+    return true;
+  }
+
+  #number(n: number): true {
+    const buf = this.#buf;
+    if (Number.isInteger(n) && n >= -32 && n < 0x80) {
+      buf[this.#pos++] = n & 0xff;
+    } else if (Number.isInteger(n) && n >= 0 && n <= 0xffffffff) {
+      buf[this.#pos] = 0xce;
+      buf.writeUInt32BE(n, this.#pos + 1);
+      this.#pos += 5;
+    } else if (Number.isInteger(n) && n < 0 && n >= -0x80000000) {
+      buf[this.#pos] = 0xd2;
+      buf.writeInt32BE(n, this.#pos + 1);
+      this.#pos += 5;
+    } else {
+      buf[this.#pos] = 0xcb;
+      buf.writeDoubleBE(n, this.#pos + 1);
+      this.#pos += 9;
+    }
+    return true;
+  }
+
+  #payload(p: unknown): boolean {
+    if (typeof p === "number") return this.#number(p);
+    if (p === true || p === false || p === null || p === undefined) {
+      if (p === undefined) {
+        // msgpackr's `undefined`: fixext 1 of type 0
+        this.#buf[this.#pos++] = 0xd4;
+        this.#buf[this.#pos++] = 0;
+        this.#buf[this.#pos++] = 0;
+      } else this.#buf[this.#pos++] = p === null ? 0xc0 : p ? 0xc3 : 0xc2;
+      return true;
+    }
+    if (typeof p === "string" && this.#ascii(p)) return true;
+    const packed = this.#packr.pack(p);
+    if (this.#pos + packed.length > this.#buf.length) return false;
+    this.#buf.set(packed, this.#pos); // copied at once: msgpackr reuses its buffer
+    this.#pos += packed.length;
+    return true;
+  }
+}
+
 /** Creates the MessagePack codec (msgpackr, standard MessagePack without records). */
 export function createMsgpackCodec(): Codec {
   const packr = new Packr({
@@ -320,6 +499,7 @@ export function createMsgpackCodec(): Codec {
     int64AsType: "number",
   });
   const fast = new FastReader();
+  const writer = new EnvelopeWriter(packr);
   const parse = (f: Uint8Array): unknown => {
     try {
       return fast.read(f);
@@ -331,7 +511,9 @@ export function createMsgpackCodec(): Codec {
   return {
     name: "msgpack",
     encode(envelope) {
-      return packr.pack(envelope);
+      return (
+        writer.write(envelope as unknown as Record<string, unknown> | null) ?? packr.pack(envelope)
+      );
     },
     decode(frame, maxBytes) {
       return decodeWith("MessagePack", frame, maxBytes, parse);

@@ -453,6 +453,17 @@ class EnvelopeWriter {
     const buf = this.#buf;
     if (Number.isInteger(n) && n >= -32 && n < 0x80) {
       buf[this.#pos++] = n & 0xff;
+    } else if (Number.isInteger(n) && n >= 0 && n <= 0xffff) {
+      if (n <= 0xff) {
+        buf[this.#pos] = 0xcc;
+        buf[this.#pos + 1] = n;
+        this.#pos += 2;
+      } else {
+        buf[this.#pos] = 0xcd;
+        buf[this.#pos + 1] = n >>> 8;
+        buf[this.#pos + 2] = n & 0xff;
+        this.#pos += 3;
+      }
     } else if (Number.isInteger(n) && n >= 0 && n <= 0xffffffff) {
       buf[this.#pos] = 0xce;
       buf.writeUInt32BE(n, this.#pos + 1);

@@ -250,6 +250,19 @@ class FastReader {
     return s;
   }
 
+  /**
+   * A request id: unique per request, so it is read without the string cache (where it would only
+   * push out the names that do repeat).
+   */
+  #id(): unknown {
+    const pos = this.#pos;
+    const b = pos < this.#end ? (this.#buf[pos] as number) : 0;
+    if (b < 0xa0 || b > 0xbf) return this.#value(1);
+    this.#pos = pos + 1;
+    const length = b & 0x1f;
+    return asciiString(this.#buf, this.#need(length), length);
+  }
+
   #key(): string {
     const b = this.#byte();
     let key: string;
@@ -281,8 +294,9 @@ class FastReader {
     const keys = this.#keys;
     const values = this.#values;
     for (let i = 0; i < size; i++) {
-      keys[i] = this.#key();
-      values[i] = this.#value(1);
+      const key = this.#key();
+      keys[i] = key;
+      values[i] = key === "id" ? this.#id() : this.#value(1);
     }
     let object: Record<string, unknown> | undefined;
     const candidates = LAYOUTS[size] as readonly Layout[];

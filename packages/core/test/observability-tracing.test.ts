@@ -141,6 +141,38 @@ describe("tracing: calls", () => {
     assert.equal(client.attributes["server.address"], "a");
   });
 
+  it("a same-node call's client span ends with its request: its time, its error", async () => {
+    const t = memoryTracing();
+    const local = defineService("local").action("slow", {
+      input: z.number(),
+      output: z.number(),
+      handler: async (ms, ctx) => {
+        await ctx.env.timers.sleep(ms);
+        if (ms > 2) throw new KeelError("FAILED_PRECONDITION", "too slow");
+        return ms;
+      },
+    });
+    await using c = cluster("trace-local-end");
+    const a = c.add("a", [local], { tracerProvider: t.provider });
+    await c.start();
+    const ok = capture(a.call(local, "slow", 2));
+    const failed = capture(a.call(local, "slow", 3));
+    await c.env.advance(5);
+    assert.equal(ok.value, 2);
+    assert.ok(hasCode(failed.error, "FAILED_PRECONDITION"));
+    const ms = (s: ReadableSpan) => s.duration[0] * 1000 + s.duration[1] / 1e6;
+    const spans = t.spans();
+    assert.equal(spans.length, 4);
+    for (const kind of [SpanKind.CLIENT, SpanKind.SERVER]) {
+      const [good, bad] = spans.filter((s) => s.kind === kind).sort((x, y) => ms(x) - ms(y));
+      assert.ok(ms(good!) >= 2 && ms(good!) < 3, `${kindName(kind)} took ${ms(good!)} ms`);
+      assert.equal(good!.status.code, SpanStatusCode.UNSET);
+      assert.ok(ms(bad!) >= 3 && ms(bad!) < 4, `${kindName(kind)} took ${ms(bad!)} ms`);
+      assert.equal(bad!.status.code, SpanStatusCode.ERROR);
+      assert.equal(bad!.attributes["error.type"], "FAILED_PRECONDITION");
+    }
+  });
+
   it("a failed call has status ERROR with the KeelError code on both sides", async () => {
     const t = memoryTracing();
     const failing = defineService("failing").action("go", {

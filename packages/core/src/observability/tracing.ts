@@ -1,6 +1,7 @@
 import {
   type Attributes,
   context,
+  type HrTime,
   isValidSpanId,
   isValidTraceId,
   type Context as OtelContext,
@@ -67,6 +68,15 @@ export class Tracing {
     return this.#origin + this.#clock.now();
   }
 
+  /**
+   * Now, as the `[seconds, nanoseconds]` span times are kept in. Given a number, the SDK reads
+   * its own clock once more to tell an epoch time from a performance one, then converts it.
+   */
+  hrTime(): HrTime {
+    const ms = this.#origin + this.#clock.now();
+    return [Math.trunc(ms / 1000), Math.round((ms % 1000) * 1e6)];
+  }
+
   /** A CLIENT span for a call of `service@version.action`. */
   startCall(
     tracer: Tracer,
@@ -110,7 +120,7 @@ export class Tracing {
     if (caller !== undefined) attributes["client.address"] = caller;
     return tracer.startSpan(
       `${service}/${action}`,
-      { kind, startTime: this.time(), attributes },
+      { kind, startTime: this.hrTime(), attributes },
       parent,
     );
   }
@@ -126,7 +136,7 @@ export class Tracing {
       `send ${event}`,
       {
         kind: SpanKind.PRODUCER,
-        startTime: this.time(),
+        startTime: this.hrTime(),
         attributes: {
           "messaging.system": "keel",
           "messaging.operation.type": "send",
@@ -157,7 +167,7 @@ export class Tracing {
       `process ${event}`,
       {
         kind: SpanKind.CONSUMER,
-        startTime: this.time(),
+        startTime: this.hrTime(),
         attributes: {
           "messaging.system": "keel",
           "messaging.operation.type": "process",
@@ -180,12 +190,12 @@ export class Tracing {
       span.setAttribute("error.type", code);
       span.setStatus({ code: SpanStatusCode.ERROR, message: `${code}: ${message}` });
     }
-    span.end(this.time());
+    span.end(this.hrTime());
   }
 
   /** Adds a span event at the node's time. */
   event(span: Span, name: string, attributes: Attributes): void {
-    span.addEvent(name, attributes, this.time());
+    span.addEvent(name, attributes, this.hrTime());
   }
 }
 

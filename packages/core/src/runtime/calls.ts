@@ -122,6 +122,11 @@ export class Calls {
   readonly #log: Logger;
   /** Resolved same-node routes by the caller's action definition (see #localRoute). */
   readonly #routes = new Map<AnyAction, LocalRoute>();
+  /**
+   * Set by #invoke when it handed the call's span to a same-node request, which ends it; read and
+   * cleared by `invoke` right after (nested calls made meanwhile set and clear it themselves).
+   */
+  #spanTaken = false;
   /** The span of the call whose breaker permit is being taken or returned (for breaker events). */
   #breakerSpan: Span | undefined;
 
@@ -265,6 +270,11 @@ export class Calls {
       parentContext(traceParent ?? parent?.span, parent?.traceContext),
     );
     const out = this.#invoke(service, actionName, input, options, parent, span, undefined);
+    if (this.#spanTaken) {
+      // A same-node call: its request ends the span as it settles (no promise reaction needed).
+      this.#spanTaken = false;
+      return out;
+    }
     out.then(
       () => tracing.end(span),
       (err: unknown) => tracing.end(span, err),
@@ -339,8 +349,23 @@ export class Calls {
       if (r.ep !== undefined) {
         const meter = n.metrics?.client(service.key, actionName);
         meter?.begin();
-        if (span !== undefined) span.setAttribute("server.address", n.id);
-        return this.#server.callLocal(
+        if (span === undefined) {
+          return this.#server.callLocal(
+            r.hosted!,
+            r.local,
+            input,
+            options,
+            parent,
+            timeout,
+            r.ep,
+            false,
+            undefined,
+            meter,
+            false,
+          );
+        }
+        span.setAttribute("server.address", n.id);
+        const out = this.#server.callLocal(
           r.hosted!,
           r.local,
           input,
@@ -351,7 +376,10 @@ export class Calls {
           false,
           span,
           meter,
+          true,
         );
+        this.#spanTaken = true;
+        return out;
       }
     }
     let key = service.key;
@@ -377,8 +405,9 @@ export class Calls {
     if (ep.local) {
       const hosted = n.hosted.get(key)!;
       const local = hosted.actions.get(actionName) ?? action;
-      if (span !== undefined && route === undefined) span.setAttribute("server.address", n.id);
-      return this.#server.callLocal(
+      const owns = span !== undefined && route === undefined;
+      if (owns) span.setAttribute("server.address", n.id);
+      const out = this.#server.callLocal(
         hosted,
         local,
         input,
@@ -389,7 +418,10 @@ export class Calls {
         endpoints!.length > 1,
         span,
         meter,
+        owns,
       );
+      if (owns) this.#spanTaken = true;
+      return out;
     }
     // Remote: the deadline is fixed now, since its remaining part travels with the request.
     const now = n.env.clock.now();

@@ -132,8 +132,8 @@ abstract class CallerBase extends Scope {
 }
 
 /**
- * What a request carries for metrics and action counters: made only when the node keeps one of
- * them, so a node that keeps neither builds, sets and checks none of it per call.
+ * What a request carries for metrics, action counters and its caller's span: made only when one
+ * of them is on, so a node with none of them on builds, sets and checks none of it per call.
  */
 export class Observed {
   /** This request's server-side meter and when it arrived (metrics on). */
@@ -145,6 +145,8 @@ export class Observed {
   /** The action's request counters (`KeelNode.actionStats`), and when counting began. */
   actionStats: ActionStatsRecord | undefined = undefined;
   countedAt = 0;
+  /** A same-node call's CLIENT span (tracing on), ended with the request. */
+  clientSpan: Span | undefined = undefined;
 }
 
 /**
@@ -179,7 +181,7 @@ export class Invocation extends CallerBase implements Context, Scheduled {
   /** Server-side limits this request holds a slot of, given back when it finishes. */
   declare bulkhead: BulkheadPolicy | undefined;
   declare adaptivePermit: AdaptivePermit | undefined;
-  /** Metrics and action counters of this request, when the node keeps either (else undefined). */
+  /** Metrics, action counters and caller's span of this request, when any is on (see Observed). */
   declare observed: Observed | undefined;
   /** Neighbours in the node's list of in-flight invocations. */
   declare prevServing: Invocation | undefined;

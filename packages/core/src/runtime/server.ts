@@ -166,11 +166,18 @@ export class Server {
     measure: boolean,
     span: Span | undefined,
     meter: ActionMeter | undefined,
+    endsSpan: boolean,
   ): Promise<unknown> {
     const budget = action.timeoutMs === undefined ? timeout : Math.min(timeout, action.timeoutMs);
     const cap = parent === undefined ? Number.POSITIVE_INFINITY : parent.deadline;
     const inv = this.#localInvocation(hosted, action, options, parent, Number.NaN, budget, cap);
-    if (span !== undefined) this.#trace(inv, hosted, action, this.#n.id, callerContext(span));
+    if (span !== undefined) {
+      this.#trace(inv, hosted, action, this.#n.id, callerContext(span));
+      if (endsSpan) {
+        inv.observed ??= new Observed();
+        inv.observed.clientSpan = span;
+      }
+    }
     inv.endpoint = ep;
     inv.measure = measure;
     inv.callerSignal = options?.signal;
@@ -574,8 +581,11 @@ export class Server {
     if (inv.settled) return;
     inv.settled = true;
     if (inv.registered) this.#unregister(inv);
-    if (inv.observed !== undefined) this.#endObserved(inv.observed, ok, value);
+    const observed = inv.observed;
+    if (observed !== undefined) this.#endObserved(observed, ok, value);
     if (inv.span !== undefined) this.#n.tracing.end(inv.span, ok ? undefined : value);
+    const clientSpan = observed?.clientSpan;
+    if (clientSpan !== undefined) this.#n.tracing.end(clientSpan, ok ? undefined : value);
     if (inv.bulkhead !== undefined) {
       inv.bulkhead.release();
       inv.bulkhead = undefined;

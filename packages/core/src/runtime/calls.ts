@@ -349,22 +349,8 @@ export class Calls {
       if (r.ep !== undefined) {
         const meter = n.metrics?.client(service.key, actionName);
         meter?.begin();
-        if (span === undefined) {
-          return this.#server.callLocal(
-            r.hosted!,
-            r.local,
-            input,
-            options,
-            parent,
-            timeout,
-            r.ep,
-            false,
-            undefined,
-            meter,
-            false,
-          );
-        }
-        span.setAttribute("server.address", n.id);
+        const traced = span !== undefined;
+        span?.setAttribute("server.address", n.id);
         const out = this.#server.callLocal(
           r.hosted!,
           r.local,
@@ -376,9 +362,10 @@ export class Calls {
           false,
           span,
           meter,
-          true,
+          traced,
         );
-        this.#spanTaken = true;
+        // The request ends the CLIENT span as it settles: tell invoke() it is taken.
+        if (traced) this.#spanTaken = true;
         return out;
       }
     }

@@ -7,11 +7,7 @@ import {
   type AdaptivePermit,
   adaptiveLimit,
 } from "../src/policies/index.ts";
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] ?? Number.NaN;
-}
+import { percentile } from "./support.ts";
 
 interface Result {
   readonly p50: number;

@@ -3,15 +3,7 @@ import { describe, it } from "node:test";
 import { createVirtualEnv } from "../src/env/index.ts";
 import { hasCode } from "../src/errors/index.ts";
 import { bulkhead, type ShedEvent } from "../src/policies/index.ts";
-
-function settle<T>(promise: Promise<T>): { done: boolean; value?: T; error?: unknown } {
-  const out: { done: boolean; value?: T; error?: unknown } = { done: false };
-  promise.then(
-    (value) => Object.assign(out, { done: true, value }),
-    (error: unknown) => Object.assign(out, { done: true, error }),
-  );
-  return out;
-}
+import { capture } from "./support.ts";
 
 describe("bulkhead", () => {
   it("runs maxConcurrent, queues maxQueue in order, refuses the rest at once with OVERLOADED", async () => {
@@ -24,7 +16,7 @@ describe("bulkhead", () => {
       started.push([id, env.clock.now()]);
       return env.timers.sleep(100).then(() => id);
     };
-    const outs = [0, 1, 2, 3, 4].map((id) => settle(pool.execute(job(id))));
+    const outs = [0, 1, 2, 3, 4].map((id) => capture(pool.execute(job(id))));
     await env.flush();
     assert.deepEqual([pool.active, pool.queued], [2, 2]);
     assert.ok(hasCode(outs[4]!.error, "OVERLOADED"));
@@ -53,10 +45,10 @@ describe("bulkhead", () => {
       ran.push(id);
       return env.timers.sleep(100);
     };
-    settle(pool.execute(job("a")));
+    capture(pool.execute(job("a")));
     const controller = new AbortController();
-    const b = settle(pool.execute(job("b"), { signal: controller.signal }));
-    const c = settle(pool.execute(job("c")));
+    const b = capture(pool.execute(job("b"), { signal: controller.signal }));
+    const c = capture(pool.execute(job("c")));
     await env.advance(10);
     assert.equal(pool.queued, 2);
     controller.abort();
@@ -69,7 +61,7 @@ describe("bulkhead", () => {
 
     // Already aborted: refused without queueing.
     const gone = AbortSignal.abort();
-    settle(pool.execute(job("d")));
+    capture(pool.execute(job("d")));
     await assert.rejects(pool.execute(job("e"), { signal: gone }), (e) => hasCode(e, "CANCELLED"));
     await env.runAll();
     assert.deepEqual(ran, ["a", "c", "d"]);
@@ -81,7 +73,7 @@ describe("bulkhead", () => {
     assert.equal(pool.tryAcquire(), true);
     const controller = new AbortController();
     let ran = false;
-    const out = settle(
+    const out = capture(
       pool.execute(
         () => {
           ran = true;
@@ -102,9 +94,9 @@ describe("bulkhead", () => {
     const env = createVirtualEnv();
     const pool = bulkhead({ env, maxConcurrent: 1, maxQueue: 3 });
     let ran = 0;
-    settle(pool.execute(() => env.timers.sleep(100)));
-    const late = settle(pool.execute(() => ran++, { deadline: 30 }));
-    const fine = settle(pool.execute(() => ran++, { deadline: 500 }));
+    capture(pool.execute(() => env.timers.sleep(100)));
+    const late = capture(pool.execute(() => ran++, { deadline: 30 }));
+    const fine = capture(pool.execute(() => ran++, { deadline: 500 }));
     await env.advance(30);
     assert.ok(hasCode(late.error, "DEADLINE_EXCEEDED"));
     assert.equal(pool.queued, 1);

@@ -3,20 +3,7 @@ import { describe, it } from "node:test";
 import { createVirtualEnv } from "../src/env/index.ts";
 import { hasCode, KeelError } from "../src/errors/index.ts";
 import { type HedgeEvent, type HedgePolicy, hedge } from "../src/policies/index.ts";
-
-function settle<T>(promise: Promise<T>): { done: boolean; value?: T; error?: unknown } {
-  const out: { done: boolean; value?: T; error?: unknown } = { done: false };
-  promise.then(
-    (value) => Object.assign(out, { done: true, value }),
-    (error: unknown) => Object.assign(out, { done: true, error }),
-  );
-  return out;
-}
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] ?? Number.NaN;
-}
+import { capture, percentile } from "./support.ts";
 
 describe("hedge", () => {
   it("starts attempt 1 after the delay; the first success wins and the loser is cancelled", async () => {
@@ -26,7 +13,7 @@ describe("hedge", () => {
     policy.onHedge((e) => hedges.push(e));
     const signals: AbortSignal[] = [];
     const latency = [200, 10, 10];
-    const out = settle(
+    const out = capture(
       policy.execute(async (ctx) => {
         signals.push(ctx.signal!);
         await env.timers.sleep(latency[ctx.attempt]!);
@@ -48,7 +35,7 @@ describe("hedge", () => {
     const env = createVirtualEnv();
     const policy = hedge({ env, delayMs: 30, maxHedges: 2 });
     const starts: number[] = [];
-    const out = settle(
+    const out = capture(
       policy.execute(async (ctx) => {
         starts.push(env.clock.now());
         await env.timers.sleep(ctx.attempt === 2 ? 5 : 1000);
@@ -63,7 +50,7 @@ describe("hedge", () => {
   it("fails with the last error once every started attempt failed, without waiting", async () => {
     const env = createVirtualEnv();
     const policy = hedge({ env, delayMs: 50, maxHedges: 1 });
-    const early = settle(
+    const early = capture(
       policy.execute(async () => {
         await env.timers.sleep(5);
         throw new KeelError("INVALID_ARGUMENT", "bad input");
@@ -73,7 +60,7 @@ describe("hedge", () => {
     assert.ok(hasCode(early.error, "INVALID_ARGUMENT"), "no hedge for a failure");
 
     const errors = ["first", "second"];
-    const both = settle(
+    const both = capture(
       policy.execute(async (ctx) => {
         await env.timers.sleep(ctx.attempt === 0 ? 100 : 40);
         throw new Error(errors[ctx.attempt]);
@@ -84,7 +71,7 @@ describe("hedge", () => {
     await env.advance(10);
     assert.equal((both.error as Error).message, "first", "the last to fail");
 
-    const rescued = settle(
+    const rescued = capture(
       policy.execute(async (ctx) => {
         await env.timers.sleep(ctx.attempt === 0 ? 60 : 100);
         if (ctx.attempt === 0) throw new Error("attempt 0 failed");
@@ -104,12 +91,12 @@ describe("hedge", () => {
       await env.timers.sleep(100);
       return ctx.attempt;
     };
-    const out = settle(policy.execute(fn, { deadline: 40 }));
+    const out = capture(policy.execute(fn, { deadline: 40 }));
     await env.advance(100);
     assert.deepEqual(attempts, [0]);
     assert.equal(out.value, 0);
     attempts.length = 0;
-    settle(policy.execute(fn, { attempt: 2, deadline: Number.POSITIVE_INFINITY }));
+    capture(policy.execute(fn, { attempt: 2, deadline: Number.POSITIVE_INFINITY }));
     await env.advance(100);
     assert.deepEqual(attempts, [4, 5], "retry attempt 2, hedges 0 and 1");
   });

@@ -14,16 +14,7 @@ import {
   retry,
   timeout,
 } from "../src/policies/index.ts";
-import { countControllers } from "./support.ts";
-
-function settle<T>(promise: Promise<T>): { done: boolean; value?: T; error?: unknown } {
-  const out: { done: boolean; value?: T; error?: unknown } = { done: false };
-  promise.then(
-    (value) => Object.assign(out, { done: true, value }),
-    (error: unknown) => Object.assign(out, { done: true, error }),
-  );
-  return out;
-}
+import { capture, countControllers } from "./support.ts";
 
 /** The recommended stack. */
 function stack(env: VirtualEnv, fallbackValue: string) {
@@ -55,7 +46,7 @@ describe("pipeline", () => {
     const { policy } = stack(env, "fallback");
     const seen: AttemptContext[] = [];
     const controller = new AbortController();
-    const out = settle(
+    const out = capture(
       policy.execute(
         async (ctx) => {
           seen.push(ctx);
@@ -83,7 +74,7 @@ describe("pipeline", () => {
     const env = createVirtualEnv();
     const { policy } = stack(env, "fallback");
     const starts: number[] = [];
-    const out = settle(
+    const out = capture(
       policy.execute(
         async (ctx) => {
           starts.push(env.clock.now());
@@ -104,7 +95,7 @@ describe("pipeline", () => {
     const giveUps: GiveUpEvent[] = [];
     retryPolicy.onGiveUp((e) => giveUps.push(e));
     let calls = 0;
-    const out = settle(
+    const out = capture(
       policy.execute(() => {
         calls++;
         throw new KeelError("UNAVAILABLE", "down");

@@ -10,16 +10,7 @@ import {
   retry,
   retryBudget,
 } from "../src/policies/index.ts";
-
-/** Observes a promise at once, so a test can look at its outcome later. */
-function settle<T>(promise: Promise<T>): { done: boolean; value?: T; error?: unknown } {
-  const out: { done: boolean; value?: T; error?: unknown } = { done: false };
-  promise.then(
-    (value) => Object.assign(out, { done: true, value }),
-    (error: unknown) => Object.assign(out, { done: true, error }),
-  );
-  return out;
-}
+import { capture, type Outcome } from "./support.ts";
 
 const unavailable = (details?: Record<string, unknown>) =>
   new KeelError("UNAVAILABLE", "down", { noStack: true, ...(details ? { details } : {}) });
@@ -82,7 +73,7 @@ describe("retry", () => {
     const seen: Array<[number, number]> = [];
     const retries: RetryEvent[] = [];
     policy.onRetry((e) => retries.push(e));
-    const out = settle(
+    const out = capture(
       policy.execute((ctx) => {
         seen.push([ctx.attempt, env.clock.now()]);
         if (ctx.attempt < 2) throw unavailable();
@@ -113,7 +104,7 @@ describe("retry", () => {
     policy.onGiveUp((e) => giveUps.push(e));
     for (const error of [new KeelError("INVALID_ARGUMENT", "bad"), new Error("boom")]) {
       let calls = 0;
-      const out = settle(
+      const out = capture(
         policy.execute(() => {
           calls++;
           throw error;
@@ -130,7 +121,7 @@ describe("retry", () => {
 
     const custom = retry({ env, maxAttempts: 3, backoff, maxDelayMs: 10, retryOn: () => true });
     let calls = 0;
-    const out = settle(
+    const out = capture(
       custom.execute(() => {
         calls++;
         throw new Error("flaky");
@@ -152,7 +143,7 @@ describe("retry", () => {
     const giveUps: GiveUpEvent[] = [];
     policy.onGiveUp((e) => giveUps.push(e));
     const errors: KeelError[] = [];
-    const out = settle(
+    const out = capture(
       policy.execute((ctx) => {
         const e = new KeelError("UNAVAILABLE", `attempt ${ctx.attempt}`);
         errors.push(e);
@@ -174,7 +165,7 @@ describe("retry", () => {
       maxDelayMs: 1000,
     });
     const times: number[] = [];
-    const out = settle(
+    const out = capture(
       policy.execute((ctx) => {
         times.push(env.clock.now());
         if (ctx.attempt === 0) throw unavailable({ retryAfterMs: 450 });
@@ -188,7 +179,7 @@ describe("retry", () => {
 
     const giveUps: GiveUpEvent[] = [];
     policy.onGiveUp((e) => giveUps.push(e));
-    const tooLong = settle(
+    const tooLong = capture(
       policy.execute(() => {
         throw unavailable({ retryAfterMs: 5000 });
       }),
@@ -209,7 +200,7 @@ describe("retry", () => {
     const giveUps: GiveUpEvent[] = [];
     policy.onGiveUp((e) => giveUps.push(e));
     const times: number[] = [];
-    const out = settle(
+    const out = capture(
       policy.execute(
         (ctx) => {
           times.push(env.clock.now());
@@ -238,7 +229,7 @@ describe("retry", () => {
     policy.onGiveUp((e) => giveUps.push(e));
     const controller = new AbortController();
     let calls = 0;
-    const out = settle(
+    const out = capture(
       policy.execute(
         () => {
           calls++;
@@ -258,7 +249,7 @@ describe("retry", () => {
 
     // An attempt that fails because the call was aborted is not retried either.
     const c2 = new AbortController();
-    const out2 = settle(
+    const out2 = capture(
       policy.execute(
         () => {
           c2.abort(new KeelError("DEADLINE_EXCEEDED", "outer deadline"));
@@ -330,10 +321,10 @@ describe("retry budget", () => {
       throw unavailable();
     };
     const requests = 10_000;
-    const outcomes: Array<ReturnType<typeof settle>> = [];
+    const outcomes: Array<Outcome<unknown>> = [];
     // 10 000 requests over 60 s of virtual time: 10 every 60 ms.
     for (let i = 0; i < requests; i += 10) {
-      for (let k = 0; k < 10; k++) outcomes.push(settle(policy.execute(down)));
+      for (let k = 0; k < 10; k++) outcomes.push(capture(policy.execute(down)));
       await env.advance(60);
     }
     await env.advance(10_000);
@@ -354,7 +345,7 @@ describe("retry budget", () => {
       maxDelayMs: 2000,
     });
     attempts = 0;
-    for (let i = 0; i < 100; i++) settle(unbudgeted.execute(down));
+    for (let i = 0; i < 100; i++) capture(unbudgeted.execute(down));
     await env.advance(60_000);
     t.diagnostic(`without a budget: ${attempts / 100}x`);
     assert.equal(attempts, 500);

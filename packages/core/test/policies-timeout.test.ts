@@ -3,16 +3,7 @@ import { describe, it } from "node:test";
 import { createVirtualEnv } from "../src/env/index.ts";
 import { hasCode, KeelError } from "../src/errors/index.ts";
 import { type AttemptContext, type TimeoutEvent, timeout } from "../src/policies/index.ts";
-import { countControllers } from "./support.ts";
-
-function settle<T>(promise: Promise<T>): { done: boolean; value?: T; error?: unknown } {
-  const out: { done: boolean; value?: T; error?: unknown } = { done: false };
-  promise.then(
-    (value) => Object.assign(out, { done: true, value }),
-    (error: unknown) => Object.assign(out, { done: true, error }),
-  );
-  return out;
-}
+import { capture, countControllers } from "./support.ts";
 
 describe("timeout", () => {
   it("rejects with a retryable DEADLINE_EXCEEDED when ms passes, dropping the late result", async () => {
@@ -21,7 +12,7 @@ describe("timeout", () => {
     const events: TimeoutEvent[] = [];
     policy.onTimeout((e) => events.push(e));
     let finished = false;
-    const out = settle(
+    const out = capture(
       policy.execute(async () => {
         await env.timers.sleep(150);
         finished = true;
@@ -52,7 +43,7 @@ describe("timeout", () => {
       /sync/,
     );
     let reason: unknown;
-    const out = settle(
+    const out = capture(
       policy.execute(
         (ctx) =>
           new Promise((_, reject) => {
@@ -85,7 +76,7 @@ describe("timeout", () => {
     const env = createVirtualEnv();
     const policy = timeout({ env, ms: 1000 });
     const outs = Array.from({ length: 500 }, (_, i) =>
-      settle(policy.execute(() => env.timers.sleep(i % 2 === 0 ? 10 : 5000))),
+      capture(policy.execute(() => env.timers.sleep(i % 2 === 0 ? 10 : 5000))),
     );
     assert.equal(env.pendingTimers, 500 + 1, "500 sleeps of the test, one timer of the policy");
     await env.advance(1000);
@@ -97,7 +88,7 @@ describe("timeout", () => {
     const env = createVirtualEnv();
     const policy = timeout({ env, ms: 100 });
     let ctx: AttemptContext | undefined;
-    const out = settle(
+    const out = capture(
       policy.execute(
         (c) => {
           ctx = c;
@@ -132,7 +123,7 @@ describe("timeout", () => {
     const policy = timeout({ env, ms: 100 });
     const controller = new AbortController();
     let inner: AbortSignal | undefined;
-    const out = settle(
+    const out = capture(
       policy.execute(
         (ctx) => {
           inner = ctx.signal;

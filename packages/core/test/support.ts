@@ -123,3 +123,9 @@ export async function countControllers(body: () => Promise<void>): Promise<numbe
   }
   return created;
 }
+
+/** The nearest-rank percentile `p` (0..1) of `values`; NaN when there are none. */
+export function percentile(values: readonly number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] ?? Number.NaN;
+}

@@ -15,7 +15,7 @@ import {
   type TransportStatus,
   WIRE_VERSION,
 } from "../src/index.ts";
-import { capture, cluster, memoryLogger } from "./support.ts";
+import { type Cluster, capture, cluster, memoryLogger } from "./support.ts";
 
 /** Abort reasons seen by handlers, per test. */
 type Seen = Array<{ node: string; code: string | undefined; remaining: number }>;
@@ -173,25 +173,13 @@ describe("calls between nodes", () => {
 describe("failover and failure detection", () => {
   it("detects a crashed node within 1 s and fails idempotent in-flight calls over", async () => {
     await using c = cluster(7);
-    const work = workService();
-    const r1 = c.add("r1", [work]);
-    c.add("r2", [work]);
-    const caller = c.add("caller");
-    await c.start();
+    // Pin the first attempt to r1 with consistent hashing, then kill r1 mid-call.
+    const { work, r1, caller, toR1 } = await twoReplicasKeyedToR1(c);
     let downAt: number | undefined;
     caller.registry.onChange((e) => {
       if (e.kind === "node-down" && e.node === "r1") downAt = c.env.clock.now();
     });
-    // Pin the first attempt to r1 with consistent hashing, then kill r1 mid-call.
-    const key = await keyFor(c, caller, work, "r1");
-    const out = capture(
-      caller.call(
-        work,
-        "idem",
-        { ms: 50 },
-        { balancer: "consistent-hash", hashKey: key, timeoutMs: 5000 },
-      ),
-    );
+    const out = capture(caller.call(work, "idem", { ms: 50 }, { ...toR1, timeoutMs: 5000 }));
     await c.env.advance(10);
     const crashedAt = c.env.clock.now();
     r1.crash();
@@ -210,20 +198,8 @@ describe("failover and failure detection", () => {
 
   it("does not re-run a non-idempotent call whose outcome is unknown", async () => {
     await using c = cluster(7);
-    const work = workService();
-    const r1 = c.add("r1", [work]);
-    c.add("r2", [work]);
-    const caller = c.add("caller");
-    await c.start();
-    const key = await keyFor(c, caller, work, "r1");
-    const out = capture(
-      caller.call(
-        work,
-        "once",
-        { ms: 50 },
-        { balancer: "consistent-hash", hashKey: key, timeoutMs: 5000 },
-      ),
-    );
+    const { work, r1, caller, toR1 } = await twoReplicasKeyedToR1(c);
+    const out = capture(caller.call(work, "once", { ms: 50 }, { ...toR1, timeoutMs: 5000 }));
     await c.env.advance(10);
     r1.crash();
     await c.env.advance(1500);
@@ -326,15 +302,8 @@ describe("failover safety", () => {
 
   it("fails an idempotent call over when the drain grace period cuts it off", async () => {
     await using c = cluster(5);
-    const work = workService();
-    const r1 = c.add("r1", [work]);
-    c.add("r2", [work]);
-    const caller = c.add("caller");
-    await c.start();
-    const key = await keyFor(c, caller, work, "r1");
-    const out = capture(
-      caller.call(work, "idem", { ms: 500 }, { balancer: "consistent-hash", hashKey: key }),
-    );
+    const { work, r1, caller, toR1 } = await twoReplicasKeyedToR1(c);
+    const out = capture(caller.call(work, "idem", { ms: 500 }, toR1));
     await c.env.advance(5);
     void r1.stop({ graceMs: 100 });
     await c.env.advance(700);
@@ -458,21 +427,15 @@ describe("failover safety", () => {
 describe("drain", () => {
   it("finishes in-flight requests, sends new ones elsewhere, and answers stragglers after the grace period", async () => {
     await using c = cluster(5);
-    const work = workService();
-    const r1 = c.add("r1", [work]);
-    c.add("r2", [work]);
-    const caller = c.add("caller");
-    await c.start();
-    const key = await keyFor(c, caller, work, "r1");
-    const opts = { balancer: "consistent-hash", hashKey: key } as const;
-    const short = capture(caller.call(work, "once", { ms: 100 }, opts));
-    const long = capture(caller.call(work, "once", { ms: 5000 }, opts));
+    const { work, r1, caller, toR1 } = await twoReplicasKeyedToR1(c);
+    const short = capture(caller.call(work, "once", { ms: 100 }, toR1));
+    const long = capture(caller.call(work, "once", { ms: 5000 }, toR1));
     await c.env.advance(5);
     const stopped = capture(r1.stop({ graceMs: 300 }));
     await c.env.advance(1);
     assert.equal(r1.state, "draining");
     // New work with the same key now lands on r2: r1 announced it is draining.
-    const fresh = capture(caller.call(work, "once", { ms: 1 }, opts));
+    const fresh = capture(caller.call(work, "once", { ms: 1 }, toR1));
     await c.env.advance(120);
     assert.deepEqual(short.value, { node: "r1" }, "in-flight request finished during drain");
     assert.deepEqual(fresh.value, { node: "r2" });
@@ -1166,6 +1129,20 @@ describe("lifecycle and configuration", () => {
     await assert.rejects(n.call(s, "a", null), (e) => hasCode(e, "UNAVAILABLE"));
   });
 });
+
+/**
+ * `work` on r1 and r2 and a caller, all started, with call options whose
+ * consistent-hash key lands on r1 while r1 is up.
+ */
+async function twoReplicasKeyedToR1(c: Cluster) {
+  const work = workService();
+  const r1 = c.add("r1", [work]);
+  c.add("r2", [work]);
+  const caller = c.add("caller");
+  await c.start();
+  const key = await keyFor(c, caller, work, "r1");
+  return { work, r1, caller, toR1: { balancer: "consistent-hash", hashKey: key } as const };
+}
 
 /** Which node a consistent-hash call with `key` lands on. */
 async function pinned(

@@ -145,10 +145,6 @@ export async function runScenario<S>(
   scenario: Scenario<S>,
   options: RunOptions,
 ): Promise<RunReport> {
-  // Start inside a promise job whatever the caller: the world's first handoff (a nextTick) must
-  // run after the microtasks queued here, which Node does not do when called from a macrotask
-  // (a timer, an I/O or worker-message callback), so the same seed would take another path.
-  await null;
   const ties = options.ties ?? "random";
   const sim = createSimulation({
     seed: options.seed,

@@ -90,14 +90,6 @@ class Sfc32 implements Random {
   }
 }
 
-/**
- * One live instance, kept for the life of the process: V8 sizes a class's objects from the shapes
- * its first few instances went through, and a major GC with none alive makes it forget them, after
- * which every stream lives in dictionary mode (simulations slowed by half). See `SHAPE_ANCHORS` in
- * runtime/invocation.ts.
- */
-export const RANDOM_SHAPE_ANCHOR: Random = new Sfc32("shape-anchor");
-
 /** A deterministic random stream: the same seed gives the same draws on every machine. */
 export function createRandom(seed: Seed): Random {
   return new Sfc32(String(seed));

@@ -22,19 +22,23 @@ const realTimers: Timers = {
 /** Shared `sleep` on any Timers: resolves after `ms`, rejects with the signal's reason on abort. */
 export function sleepOn(timers: Timers, ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) {
+    if (signal === undefined) {
+      timers.schedule(resolve, ms);
+      return;
+    }
+    if (signal.aborted) {
       reject(signal.reason);
       return;
     }
     const onAbort = () => {
       timers.cancel(handle);
-      reject(signal?.reason);
+      reject(signal.reason);
     };
     const handle = timers.schedule(() => {
-      signal?.removeEventListener("abort", onAbort);
+      signal.removeEventListener("abort", onAbort);
       resolve();
     }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
+    signal.addEventListener("abort", onAbort, { once: true });
   });
 }
 

@@ -10,17 +10,13 @@
 import {
   createRandom,
   type Env,
+  hash32,
   KeelError,
   type Random,
   type Seed,
+  sleepOn,
   type TimerHandle,
 } from "@keel/core";
-
-function fnv(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  return h >>> 0;
-}
 
 /** Who an event belongs to: a node's process (paused or killed with it), or the world itself. */
 export interface Owner {
@@ -63,14 +59,6 @@ export class WorldEvent implements TimerHandle {
     return this.seq;
   }
 }
-
-/**
- * One event alive for the life of the process. V8 sizes a class's objects from the shapes its
- * first instances went through; a major GC with none alive makes it forget them, and events then
- * cost twice as much for the rest of the process (seen: 1.4M events/s fell to 0.77M after a
- * gc() between runs). See `SHAPE_ANCHORS` in core's runtime/invocation.ts.
- */
-export const EVENT_SHAPE_ANCHOR = new WorldEvent(0.5, 0, 0, undefined, "anchor", () => {});
 
 /** How same-time events are ordered: by a seeded draw (explores interleavings) or first come. */
 export type TieBreak = "random" | "fifo";
@@ -373,7 +361,7 @@ class TracedRandom implements Random {
 
   hex(bytes: number): string {
     const out = this.#inner.hex(bytes);
-    this.#world.mix(fnv(out));
+    this.#world.mix(hash32(out));
     return out;
   }
 
@@ -497,25 +485,7 @@ export function worldEnv(
       if (handle instanceof WorldEvent) world.cancel(handle);
     },
     sleep(ms, signal) {
-      return new Promise<void>((resolve, reject) => {
-        if (signal?.aborted === true) {
-          reject(signal.reason);
-          return;
-        }
-        if (signal === undefined) {
-          timers.schedule(resolve, ms);
-          return;
-        }
-        const onAbort = () => {
-          timers.cancel(handle);
-          reject(signal.reason);
-        };
-        const handle = timers.schedule(() => {
-          signal.removeEventListener("abort", onAbort);
-          resolve();
-        }, ms);
-        signal.addEventListener("abort", onAbort, { once: true });
-      });
+      return sleepOn(timers, ms, signal);
     },
   };
   const worldClock = {

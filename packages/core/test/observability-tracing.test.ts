@@ -10,16 +10,19 @@ import {
 } from "@opentelemetry/sdk-trace-base";
 import { z } from "zod";
 import {
+  type AnyService,
   createJsonLogger,
   defineEvent,
   defineService,
+  type ErrorCode,
   hasCode,
   hedge,
   jsonCodec,
   KeelError,
+  type KeelNode,
   retry,
 } from "../src/index.ts";
-import { capture, cluster } from "./support.ts";
+import { type Cluster, capture, cluster } from "./support.ts";
 
 /** An SDK provider that keeps finished spans in memory; passed to nodes, never registered. */
 function memoryTracing() {
@@ -38,6 +41,31 @@ function memoryTracing() {
     return found[0]!;
   };
   return { provider, exporter, spans, one };
+}
+
+/** `service` on r1 and r2 and a caller, every node tracing into `t`, all started; returns the caller. */
+async function tracedReplicas(
+  c: Cluster,
+  service: AnyService,
+  t: ReturnType<typeof memoryTracing>,
+): Promise<KeelNode> {
+  const traced = { tracerProvider: t.provider };
+  c.add("r1", [service], traced);
+  c.add("r2", [service], traced);
+  const caller = c.add("caller", [], traced);
+  await c.start();
+  return caller;
+}
+
+/** A service whose one action, `go`, takes null and always throws a KeelError with `code`. */
+function alwaysThrows<const S extends string>(service: S, code: ErrorCode, message: string) {
+  return defineService(service).action("go", {
+    input: z.null(),
+    output: z.null(),
+    handler: () => {
+      throw new KeelError(code, message);
+    },
+  });
 }
 
 const kindName = (k: SpanKind) => SpanKind[k];
@@ -175,13 +203,7 @@ describe("tracing: calls", () => {
 
   it("a failed call has status ERROR with the KeelError code on both sides", async () => {
     const t = memoryTracing();
-    const failing = defineService("failing").action("go", {
-      input: z.null(),
-      output: z.null(),
-      handler: () => {
-        throw new KeelError("FAILED_PRECONDITION", "not today");
-      },
-    });
+    const failing = alwaysThrows("failing", "FAILED_PRECONDITION", "not today");
     await using c = cluster("trace-fail");
     c.add("s", [failing], { tracerProvider: t.provider });
     const a = c.add("a", [], { tracerProvider: t.provider });
@@ -210,10 +232,7 @@ describe("tracing: calls", () => {
       },
     });
     await using c = cluster("trace-retry");
-    c.add("r1", [flaky], { tracerProvider: t.provider });
-    c.add("r2", [flaky], { tracerProvider: t.provider });
-    const caller = c.add("caller", [], { tracerProvider: t.provider });
-    await c.start();
+    const caller = await tracedReplicas(c, flaky, t);
     const policy = retry({
       env: c.env,
       maxAttempts: 3,
@@ -253,13 +272,7 @@ describe("tracing: calls", () => {
 
   it("a breaker opening is an event on the span of the call that tripped it", async () => {
     const t = memoryTracing();
-    const down = defineService("down").action("post", {
-      input: z.null(),
-      output: z.null(),
-      handler: () => {
-        throw new KeelError("UNAVAILABLE", "down");
-      },
-    });
+    const down = alwaysThrows("down", "UNAVAILABLE", "down");
     await using c = cluster("trace-breaker");
     c.add("r1", [down]);
     const caller = c.add("caller", [], {
@@ -268,7 +281,7 @@ describe("tracing: calls", () => {
     });
     await c.start();
     for (let i = 0; i < 3; i++) {
-      capture(caller.call(down, "post", null));
+      capture(caller.call(down, "go", null));
       await c.env.advance(5);
     }
     const calls = t.spans().filter((s) => s.kind === SpanKind.CLIENT);
@@ -329,10 +342,7 @@ describe("tracing: calls", () => {
       },
     });
     await using c = cluster("trace-hedge");
-    c.add("r1", [slowOnR1], { tracerProvider: t.provider });
-    c.add("r2", [slowOnR1], { tracerProvider: t.provider });
-    const caller = c.add("caller", [], { tracerProvider: t.provider });
-    await c.start();
+    const caller = await tracedReplicas(c, slowOnR1, t);
     let done = false;
     for (let i = 0; i < 4 && !done; i++) {
       t.exporter.reset();

@@ -17,7 +17,6 @@ import {
   BatchSpanProcessor,
   type SpanExporter,
 } from "@opentelemetry/sdk-trace-base";
-import { type Context, ServiceBroker } from "moleculer";
 import { z } from "zod";
 import {
   type BenchCase,
@@ -27,6 +26,7 @@ import {
   ratio,
   type Stop,
 } from "./harness.ts";
+import { startLocalBroker } from "./moleculer.ts";
 
 const INPUT = 42;
 
@@ -117,42 +117,13 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
   const b = await startNode(pair, "b", []);
   await b.waitForEndpoints(zodService);
 
-  const broker = new ServiceBroker({
-    logger: false,
-    transporter: null,
-    metrics: false,
-    tracing: false,
-  });
-  broker.createService({
-    name: "svc",
-    actions: {
-      echo(ctx: Context<number>) {
-        return echo(ctx.params);
-      },
-      echoAsync(ctx: Context<number>) {
-        return echoAsync(ctx.params);
-      },
-    },
-  });
-  await broker.start();
-  stops.push(() => broker.stop());
+  const broker = await startLocalBroker({}, { echo, echoAsync }, stops);
   // Moleculer's built-in tracer on, every span sampled, no exporter.
-  const tracedBroker = new ServiceBroker({
-    logger: false,
-    transporter: null,
-    metrics: false,
-    tracing: { enabled: true, exporter: [], sampling: { rate: 1 } },
-  });
-  tracedBroker.createService({
-    name: "svc",
-    actions: {
-      echo(ctx: Context<number>) {
-        return echo(ctx.params);
-      },
-    },
-  });
-  await tracedBroker.start();
-  stops.push(() => tracedBroker.stop());
+  const tracedBroker = await startLocalBroker(
+    { tracing: { enabled: true, exporter: [], sampling: { rate: 1 } } },
+    { echo },
+    stops,
+  );
 
   return [
     {

@@ -12,7 +12,6 @@ import {
   timeout,
 } from "@keel/core";
 import * as cockatiel from "cockatiel";
-import { type Context, ServiceBroker } from "moleculer";
 import {
   type BenchCase,
   overhead,
@@ -21,6 +20,7 @@ import {
   ratio,
   type Stop,
 } from "./harness.ts";
+import { startLocalBroker } from "./moleculer.ts";
 
 const INPUT = 42;
 
@@ -159,33 +159,21 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
   });
   stops.push(async () => opossum.shutdown());
 
-  const startBroker = async (resilient: boolean) => {
-    const broker = new ServiceBroker({
-      nodeID: resilient ? "bench-resilient" : "bench-plain",
-      logger: false,
-      transporter: null,
-      metrics: false,
-      tracing: false,
-      ...(resilient
-        ? {
-            requestTimeout: TIMEOUT_MS,
-            circuitBreaker: { enabled: true },
-            retryPolicy: { enabled: true },
-          }
-        : {}),
-    });
-    broker.createService({
-      name: "svc",
-      actions: {
-        echo(ctx: Context<number>) {
-          return fn(ctx.params);
-        },
+  const startBroker = (resilient: boolean) =>
+    startLocalBroker(
+      {
+        nodeID: resilient ? "bench-resilient" : "bench-plain",
+        ...(resilient
+          ? {
+              requestTimeout: TIMEOUT_MS,
+              circuitBreaker: { enabled: true },
+              retryPolicy: { enabled: true },
+            }
+          : {}),
       },
-    });
-    await broker.start();
-    stops.push(() => broker.stop());
-    return broker;
-  };
+      { echo: fn },
+      stops,
+    );
   const moleculer = await startBroker(true);
   const moleculerPlain = await startBroker(false);
 

@@ -103,6 +103,29 @@ describe("regression: world.ts handoff", () => {
   });
 });
 
+describe("regression: worlds running at once", () => {
+  it("neither starves the other, and process.nextTick is left as it was", async () => {
+    const original = process.nextTick;
+    const a = createSimulation({ seed: 1, guard: false });
+    const b = createSimulation({ seed: 2, guard: false });
+    let bWhenADone = -1;
+    const runA = a
+      .run(() => a.sleep(10))
+      .then(() => {
+        bWhenADone = b.now;
+      });
+    const runB = b.run(async () => {
+      for (let i = 0; i < 100; i++) await b.sleep(10);
+    });
+    await runA;
+    await runB;
+    // A needs one event, B a hundred: A is done long before B (each world's own handoff ticks
+    // once counted as the other's, so a world waited until the other had finished).
+    assert.ok(bWhenADone >= 0 && bWhenADone < 1000, `B was at ${bWhenADone} ms when A finished`);
+    assert.equal(process.nextTick, original);
+  });
+});
+
 describe("regression: simulation.ts", () => {
   it("healAll restores a node's configured drift instead of zeroing it", async () => {
     const sim = createSimulation({ seed: 1 });

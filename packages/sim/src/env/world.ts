@@ -79,6 +79,40 @@ function before(a: WorldEvent, b: WorldEvent): boolean {
 
 const MIX = 0x9e3779b1;
 
+/**
+ * Counts the process.nextTick callbacks simulated code leaves pending, so the handoff also waits
+ * for chains that mix ticks and promises (a tick queued after the handoff's own would otherwise run
+ * after it). One wrapper for the whole thread, installed while any world runs: worlds that run at
+ * once share it, so none can capture another's wrapper as "the original" and leave it behind.
+ */
+const tickCounter = {
+  original: process.nextTick,
+  pending: 0,
+  scheduled: 0,
+  users: 0,
+};
+
+function countTicks(): () => void {
+  if (tickCounter.users++ === 0) {
+    const original = process.nextTick;
+    tickCounter.original = original;
+    process.nextTick = function countedNextTick(
+      callback: (...args: unknown[]) => void,
+      ...args: unknown[]
+    ) {
+      tickCounter.pending++;
+      tickCounter.scheduled++;
+      original(() => {
+        tickCounter.pending--;
+        callback(...args);
+      });
+    } as typeof process.nextTick;
+  }
+  return () => {
+    if (--tickCounter.users === 0) process.nextTick = tickCounter.original;
+  };
+}
+
 /** The discrete-event core of a simulation. */
 export class World {
   now = 0;
@@ -188,36 +222,11 @@ export class World {
     // Continue inside a promise job: a nextTick queued from a macrotask (a timer, an I/O or a
     // worker-message callback) would run before the microtasks already queued, not after them.
     await null;
-    const originalNextTick = process.nextTick;
-    let ticks = 0;
-    let scheduled = 0;
-    // Counts the process.nextTick callbacks simulated code leaves pending, so the handoff also
-    // waits for chains that mix ticks and promises (a tick queued after the handoff's own would
-    // otherwise run after it).
-    process.nextTick = function countedNextTick(
-      callback: (...args: unknown[]) => void,
-      ...args: unknown[]
-    ) {
-      ticks++;
-      scheduled++;
-      originalNextTick(() => {
-        ticks--;
-        callback(...args);
-      });
-    } as typeof process.nextTick;
+    const restore = countTicks();
     try {
-      return await this.#loop(
-        heap,
-        trace,
-        limit,
-        done,
-        until,
-        () => ticks,
-        () => scheduled,
-        originalNextTick,
-      );
+      return await this.#loop(heap, trace, limit, done, until);
     } finally {
-      process.nextTick = originalNextTick;
+      restore();
     }
   }
 
@@ -227,10 +236,10 @@ export class World {
     limit: number,
     done: () => boolean,
     until: number,
-    pendingTicks: () => number,
-    ticksScheduled: () => number,
-    nextTick: typeof process.nextTick,
   ): Promise<RunStop> {
+    const nextTick = tickCounter.original;
+    const pendingTicks = () => tickCounter.pending;
+    const ticksScheduled = () => tickCounter.scheduled;
     return new Promise<RunStop>((resolve, reject) => {
       let mark = ticksScheduled();
       // The handoff: queued as a microtask, `next` queues a tick, which runs only once the

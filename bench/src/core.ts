@@ -6,6 +6,7 @@ import {
   defineService,
   type InProcessNetwork,
   type KeelNode,
+  type LocalCallSpans,
   type Metrics,
   type StandardSchemaV1,
   silentLogger,
@@ -71,6 +72,7 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
     services: AnyService[],
     tracerProvider?: BasicTracerProvider,
     metrics?: Metrics,
+    localCallSpans?: LocalCallSpans,
   ) => {
     const node: KeelNode = createNode({
       id,
@@ -80,6 +82,7 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
       logger: silentLogger,
       ...(tracerProvider === undefined ? {} : { tracerProvider }),
       ...(metrics === undefined ? {} : { metrics }),
+      ...(localCallSpans === undefined ? {} : { localCallSpans }),
     });
     await node.start();
     stops.push(() => node.stop());
@@ -101,6 +104,15 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
     "same-traced",
     [plainService],
     provider,
+  );
+  // Breakdown: the same call traced as a remote one is, with a CLIENT and a SERVER span.
+  const sameTraced2 = await startNode(
+    createInProcessNetwork({ env }),
+    "same-traced-2",
+    [plainService],
+    provider,
+    undefined,
+    "client-server",
   );
   // Metrics on: @keel/prometheus records client and server series of every call.
   const metrics = createPrometheusMetrics();
@@ -170,6 +182,11 @@ async function startCases(stops: Stop[]): Promise<BenchCase[]> {
       op: () => sameTraced.call(plainService, "echo", INPUT),
     },
     {
+      id: "keel-traced-2",
+      label: "keel-traced with localCallSpans: 'client-server' (a CLIENT and a SERVER span)",
+      op: () => sameTraced2.call(plainService, "echo", INPUT),
+    },
+    {
       id: "keel-metrics",
       label:
         "keel-pass with metrics on: @keel/prometheus, client and server counters and histograms",
@@ -217,6 +234,7 @@ export async function prepare(): Promise<PreparedSuite> {
           1,
         ),
         overhead("tracing on, keel (keel-traced - keel-pass)", "keel-traced", "keel-pass"),
+        overhead("tracing on, two spans (keel-traced-2 - keel-pass)", "keel-traced-2", "keel-pass"),
         {
           label: "metrics on, keel (keel-metrics - keel-pass)",
           kind: "overhead-ns",
@@ -234,7 +252,7 @@ export async function prepare(): Promise<PreparedSuite> {
         "Moleculer's action has no params schema, so it validates nothing: keel-pass is the like-for-like comparison, keel-zod what a typed keel service costs.",
         "Each same-node variant runs on a network of its own, so the balancer has exactly one (local) endpoint.",
         "Every case awaits its operation: the baseline is the cost of the loop and of one awaited call.",
-        "keel-traced records two spans per call (CLIENT and SERVER, as for a remote call); Moleculer's tracer records one.",
+        "keel-traced records one INTERNAL span per call (a call only its own node serves), as Moleculer's tracer records one span per local call; keel-traced-2 records a CLIENT and a SERVER span, as for a remote call.",
         "keel-metrics records both sides of each call (the node calls itself): two counters, two histograms, two in-flight gauges and two clock reads.",
       ],
     },

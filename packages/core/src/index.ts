@@ -54,6 +54,7 @@ export {
   noopMetrics,
   type SeriesSnapshot,
 } from "./observability/metrics.ts";
+export { type LocalCallSpans, TRACER_NAME } from "./observability/tracing.ts";
 export {
   type AdaptiveAlgorithm,
   type AdaptiveLimitOptions,

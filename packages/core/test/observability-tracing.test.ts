@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { context, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { context, createContextKey, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import {
   BasicTracerProvider,
@@ -152,15 +152,40 @@ describe("tracing: calls", () => {
     assert.ok(ms(clientA) >= ms(serverB) && ms(serverB) >= ms(clientB));
   });
 
-  it("same-node calls (the synchronous fast path) get a client and a server span", async () => {
+  it("a call only this node serves is one INTERNAL span, and its handler's calls are its children", async () => {
+    const t = memoryTracing();
+    const inner = defineService("inner").action("inc", {
+      input: z.number(),
+      output: z.number(),
+      handler: (x) => x + 1,
+    });
+    const local = defineService("local").action("twice", {
+      input: z.number(),
+      output: z.number(),
+      handler: async (x, ctx) => (await ctx.call(inner, "inc", x)) * 2,
+    });
+    await using c = cluster("trace-local");
+    const a = c.add("a", [local, inner], { tracerProvider: t.provider });
+    await c.start();
+    assert.equal(await a.call(local, "twice", 20), 42);
+    assert.equal(t.spans().length, 2);
+    const outer = t.one(isSpan(SpanKind.INTERNAL, "local/twice", "a"), "outer");
+    const child = t.one(isSpan(SpanKind.INTERNAL, "inner/inc", "a"), "inner");
+    assert.equal(parentOf(child), outer.spanContext().spanId);
+    assert.equal(child.spanContext().traceId, outer.spanContext().traceId);
+    assert.equal(outer.attributes["rpc.service"], "local");
+    assert.equal(outer.attributes["rpc.method"], "twice");
+  });
+
+  it("with localCallSpans: 'client-server', a same-node call gets a client and a server span", async () => {
     const t = memoryTracing();
     const local = defineService("local").action("twice", {
       input: z.number(),
       output: z.number(),
       handler: (x) => x * 2,
     });
-    await using c = cluster("trace-local");
-    const a = c.add("a", [local], { tracerProvider: t.provider });
+    await using c = cluster("trace-local-two");
+    const a = c.add("a", [local], { tracerProvider: t.provider, localCallSpans: "client-server" });
     await c.start();
     assert.equal(await a.call(local, "twice", 21), 42);
     const client = t.one(isSpan(SpanKind.CLIENT, "local/twice", "a"), "client");
@@ -169,37 +194,50 @@ describe("tracing: calls", () => {
     assert.equal(client.attributes["server.address"], "a");
   });
 
-  it("a same-node call's client span ends with its request: its time, its error", async () => {
-    const t = memoryTracing();
-    const local = defineService("local").action("slow", {
-      input: z.number(),
-      output: z.number(),
-      handler: async (ms, ctx) => {
-        await ctx.env.timers.sleep(ms);
-        if (ms > 2) throw new KeelError("FAILED_PRECONDITION", "too slow");
-        return ms;
-      },
-    });
-    await using c = cluster("trace-local-end");
-    const a = c.add("a", [local], { tracerProvider: t.provider });
-    await c.start();
-    const ok = capture(a.call(local, "slow", 2));
-    const failed = capture(a.call(local, "slow", 3));
-    await c.env.advance(5);
-    assert.equal(ok.value, 2);
-    assert.ok(hasCode(failed.error, "FAILED_PRECONDITION"));
-    const ms = (s: ReadableSpan) => s.duration[0] * 1000 + s.duration[1] / 1e6;
-    const spans = t.spans();
-    assert.equal(spans.length, 4);
-    for (const kind of [SpanKind.CLIENT, SpanKind.SERVER]) {
-      const [good, bad] = spans.filter((s) => s.kind === kind).sort((x, y) => ms(x) - ms(y));
-      assert.ok(ms(good!) >= 2 && ms(good!) < 3, `${kindName(kind)} took ${ms(good!)} ms`);
-      assert.equal(good!.status.code, SpanStatusCode.UNSET);
-      assert.ok(ms(bad!) >= 3 && ms(bad!) < 4, `${kindName(kind)} took ${ms(bad!)} ms`);
-      assert.equal(bad!.status.code, SpanStatusCode.ERROR);
-      assert.equal(bad!.attributes["error.type"], "FAILED_PRECONDITION");
-    }
+  it("a node option localCallSpans other than 'one' or 'client-server' is refused", () => {
+    const c = cluster("trace-local-bad");
+    assert.throws(
+      () => c.add("a", [], { localCallSpans: "two" as "one" }),
+      (err: unknown) => hasCode(err, "CONFIGURATION") && /localCallSpans/.test(String(err)),
+    );
   });
+
+  for (const [mode, kinds] of [
+    ["one", [SpanKind.INTERNAL]],
+    ["client-server", [SpanKind.CLIENT, SpanKind.SERVER]],
+  ] as const) {
+    it(`a same-node call's spans end with its request: its time, its error (${mode})`, async () => {
+      const t = memoryTracing();
+      const local = defineService("local").action("slow", {
+        input: z.number(),
+        output: z.number(),
+        handler: async (ms, ctx) => {
+          await ctx.env.timers.sleep(ms);
+          if (ms > 2) throw new KeelError("FAILED_PRECONDITION", "too slow");
+          return ms;
+        },
+      });
+      await using c = cluster(`trace-local-end-${mode}`);
+      const a = c.add("a", [local], { tracerProvider: t.provider, localCallSpans: mode });
+      await c.start();
+      const ok = capture(a.call(local, "slow", 2));
+      const failed = capture(a.call(local, "slow", 3));
+      await c.env.advance(5);
+      assert.equal(ok.value, 2);
+      assert.ok(hasCode(failed.error, "FAILED_PRECONDITION"));
+      const ms = (s: ReadableSpan) => s.duration[0] * 1000 + s.duration[1] / 1e6;
+      const spans = t.spans();
+      assert.equal(spans.length, 2 * kinds.length);
+      for (const kind of kinds) {
+        const [good, bad] = spans.filter((s) => s.kind === kind).sort((x, y) => ms(x) - ms(y));
+        assert.ok(ms(good!) >= 2 && ms(good!) < 3, `${kindName(kind)} took ${ms(good!)} ms`);
+        assert.equal(good!.status.code, SpanStatusCode.UNSET);
+        assert.ok(ms(bad!) >= 3 && ms(bad!) < 4, `${kindName(kind)} took ${ms(bad!)} ms`);
+        assert.equal(bad!.status.code, SpanStatusCode.ERROR);
+        assert.equal(bad!.attributes["error.type"], "FAILED_PRECONDITION");
+      }
+    });
+  }
 
   it("a failed call has status ERROR with the KeelError code on both sides", async () => {
     const t = memoryTracing();
@@ -462,6 +500,62 @@ describe("tracing: context", () => {
     assert.equal(parentOf(client), outer.spanContext().spanId);
     assert.equal(client.spanContext().traceId, outer.spanContext().traceId);
     assert.deepEqual(activeInHandler, [server.spanContext().spanId]);
+  });
+});
+
+describe("tracing: context of a same-node call", () => {
+  const manager = new AsyncLocalStorageContextManager();
+  before(() => {
+    context.setGlobalContextManager(manager.enable());
+  });
+  after(() => {
+    context.disable();
+  });
+
+  it("the handler runs with the call's span active and keeps the caller's other context values", async () => {
+    const t = memoryTracing();
+    const tenant = createContextKey("tenant");
+    const seen: Array<{ span?: string; tenant: unknown; afterSet: unknown; afterDelete: unknown }> =
+      [];
+    const svc = defineService("svc").action("who", {
+      input: z.null(),
+      output: z.null(),
+      handler: async (_, ctx) => {
+        await ctx.env.timers.sleep(1);
+        const active = context.active();
+        const other = createContextKey("other");
+        const set = active.setValue(other, 7);
+        seen.push({
+          ...(trace.getActiveSpan() === undefined
+            ? {}
+            : { span: trace.getActiveSpan()!.spanContext().spanId }),
+          tenant: active.getValue(tenant),
+          afterSet: [set.getValue(other), set.getValue(tenant), trace.getSpan(set) !== undefined],
+          afterDelete: [
+            set.deleteValue(tenant).getValue(tenant),
+            set.deleteValue(other).getValue(other),
+          ],
+        });
+        return null;
+      },
+    });
+    await using c = cluster("trace-active-local");
+    const a = c.add("a", [svc], { tracerProvider: t.provider });
+    await c.start();
+    const out = context.with(context.active().setValue(tenant, "acme"), () =>
+      capture(a.call(svc, "who", null)),
+    );
+    await c.env.advance(5);
+    assert.equal(out.value, null);
+    const span = t.one((s) => s.kind === SpanKind.INTERNAL, "internal");
+    assert.deepEqual(seen, [
+      {
+        span: span.spanContext().spanId,
+        tenant: "acme",
+        afterSet: [7, "acme", true],
+        afterDelete: [undefined, undefined],
+      },
+    ]);
   });
 });
 

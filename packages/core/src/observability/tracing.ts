@@ -1,6 +1,7 @@
 import {
   type Attributes,
   context,
+  createContextKey,
   type HrTime,
   isValidSpanId,
   isValidTraceId,
@@ -20,6 +21,22 @@ import { isKeelError } from "../errors/index.ts";
 /** The instrumentation scope of Keel's spans. */
 export const TRACER_NAME = "@keel/core";
 const TRACER_VERSION = "0.1.0";
+
+/** A span name and attributes, kept for the calls of one action (the SDK copies attributes). */
+export class RpcSpanShape {
+  readonly name: string;
+  readonly attributes: Attributes;
+  constructor(name: string, attributes: Attributes) {
+    this.name = name;
+    this.attributes = attributes;
+  }
+}
+
+/**
+ * How a call that only the calling node can serve is traced: `one` INTERNAL span, or a CLIENT
+ * span and a SERVER child, as a call to another node is.
+ */
+export type LocalCallSpans = "one" | "client-server";
 
 /** The global proxy provider's way to tell whether an SDK was registered behind it. */
 interface Delegating {
@@ -42,8 +59,17 @@ export class Tracing {
   readonly #proxy: Delegating | undefined;
   #tracer: Tracer | undefined;
 
-  constructor(node: string, provider: TracerProvider | undefined, clock: Clock) {
+  /** How a call that only this node can serve is traced (see `NodeOptions.localCallSpans`). */
+  readonly localCallSpans: LocalCallSpans;
+
+  constructor(
+    node: string,
+    provider: TracerProvider | undefined,
+    clock: Clock,
+    localCallSpans: LocalCallSpans = "one",
+  ) {
     this.node = node;
+    this.localCallSpans = localCallSpans;
     this.#clock = clock;
     this.#origin = clock.wallNow() - clock.now();
     const p = provider ?? trace.getTracerProvider();
@@ -74,7 +100,9 @@ export class Tracing {
    */
   hrTime(): HrTime {
     const ms = this.#origin + this.#clock.now();
-    return [Math.trunc(ms / 1000), Math.round((ms % 1000) * 1e6)];
+    const s = Math.floor(ms / 1000);
+    const ns = Math.round((ms - s * 1000) * 1e6);
+    return ns < 1e9 ? [s, ns] : [s + 1, ns - 1e9];
   }
 
   /** A CLIENT span for a call of `service@version.action`. */
@@ -86,6 +114,23 @@ export class Tracing {
     parent: OtelContext,
   ): Span {
     return this.#rpcSpan(tracer, SpanKind.CLIENT, service, version, action, undefined, parent);
+  }
+
+  /** The name and attributes of the spans of calls of `service@version.action`, made once. */
+  rpcShape(service: string, version: number, action: string): RpcSpanShape {
+    return new RpcSpanShape(`${service}/${action}`, this.#rpcAttributes(service, version, action));
+  }
+
+  /**
+   * The one INTERNAL span of a call that only this node serves: no network is crossed, so the
+   * call and its request are one operation, with the same RPC attributes as a CLIENT span.
+   */
+  startLocal(tracer: Tracer, shape: RpcSpanShape, parent: OtelContext): Span {
+    return tracer.startSpan(
+      shape.name,
+      { kind: SpanKind.INTERNAL, startTime: this.hrTime(), attributes: shape.attributes },
+      parent,
+    );
   }
 
   /** A SERVER span for a request `caller` (a node id, if known) sent to this node. */
@@ -109,6 +154,16 @@ export class Tracing {
     caller: string | undefined,
     parent: OtelContext,
   ): Span {
+    const attributes = this.#rpcAttributes(service, version, action);
+    if (caller !== undefined) attributes["client.address"] = caller;
+    return tracer.startSpan(
+      `${service}/${action}`,
+      { kind, startTime: this.hrTime(), attributes },
+      parent,
+    );
+  }
+
+  #rpcAttributes(service: string, version: number, action: string): Attributes {
     // Each attribute costs the SDK ~0.1 µs: only what is not implied (version 1 is the default).
     const attributes: Attributes = {
       "rpc.system": "keel",
@@ -117,12 +172,7 @@ export class Tracing {
       "keel.node": this.node,
     };
     if (version !== 1) attributes["keel.service.version"] = version;
-    if (caller !== undefined) attributes["client.address"] = caller;
-    return tracer.startSpan(
-      `${service}/${action}`,
-      { kind, startTime: this.hrTime(), attributes },
-      parent,
-    );
+    return attributes;
   }
 
   /** A PRODUCER span for one `emit` or `broadcast` of `event`. */
@@ -199,6 +249,43 @@ export class Tracing {
   }
 }
 
+/** The key the OpenTelemetry API keeps a context's span under (keys are `Symbol.for` names). */
+const SPAN_KEY = createContextKey("OpenTelemetry Context Key SPAN");
+
+/**
+ * A context that is `parent` with one value set. The API's own contexts copy their whole map on
+ * each `setValue`; this one links to its parent instead, so setting the span of every request
+ * costs one small object. Any Context implementation is valid for the API and its managers.
+ */
+class LinkedContext implements OtelContext {
+  readonly #parent: OtelContext;
+  readonly #key: symbol;
+  readonly #value: unknown;
+
+  constructor(parent: OtelContext, key: symbol, value: unknown) {
+    this.#parent = parent;
+    this.#key = key;
+    this.#value = value;
+  }
+
+  getValue(key: symbol): unknown {
+    return key === this.#key ? this.#value : this.#parent.getValue(key);
+  }
+
+  setValue(key: symbol, value: unknown): OtelContext {
+    return new LinkedContext(this, key, value);
+  }
+
+  deleteValue(key: symbol): OtelContext {
+    return new LinkedContext(this, key, undefined);
+  }
+}
+
+/** `ctx` with `span` as its active span (what `trace.setSpan` does, without copying `ctx`). */
+export function withSpan(ctx: OtelContext, span: Span): OtelContext {
+  return new LinkedContext(ctx, SPAN_KEY, span);
+}
+
 /**
  * The context a new span of a call or an emit starts in: under the span of the handler that
  * makes it (carried explicitly, so no context manager is needed), else under the caller's
@@ -206,7 +293,7 @@ export class Tracing {
  */
 export function parentContext(span: Span | undefined, tc: string | undefined): OtelContext {
   const base = context.active();
-  if (span !== undefined) return trace.setSpan(base, span);
+  if (span !== undefined) return withSpan(base, span);
   const remote = tc === undefined ? undefined : parseTraceparent(tc);
   return remote === undefined ? base : trace.setSpanContext(base, remote);
 }

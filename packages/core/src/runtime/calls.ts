@@ -1,7 +1,13 @@
 import type { TimerHandle } from "../env/index.ts";
 import { isKeelError, KeelError } from "../errors/index.ts";
 import type { ActionMeter } from "../observability/keel-metrics.ts";
-import { parentContext, type Span, traceFields, traceparent } from "../observability/tracing.ts";
+import {
+  parentContext,
+  type RpcSpanShape,
+  type Span,
+  traceFields,
+  traceparent,
+} from "../observability/tracing.ts";
 import {
   type BreakerPermit,
   type CallOutcome,
@@ -47,6 +53,8 @@ interface LocalRoute {
   readonly ep: Endpoint | undefined;
   readonly hosted: Hosted | undefined;
   readonly local: AnyAction;
+  /** The name and attributes of its span, made on its first traced call. */
+  span: RpcSpanShape | undefined;
 }
 
 /** What a client call is about; fixed for its lifetime. */
@@ -262,13 +270,19 @@ export class Calls {
       return this.#invoke(service, actionName, input, options, parent, undefined, undefined);
     }
     const tracing = n.tracing;
-    const span = tracing.startCall(
-      tracer,
-      service.name,
-      service.version,
-      actionName,
-      parentContext(traceParent ?? parent?.span, parent?.traceContext),
-    );
+    const ctx = parentContext(traceParent ?? parent?.span, parent?.traceContext);
+    // A call only this node can serve is one INTERNAL span (unless the node asks for two).
+    const local =
+      tracing.localCallSpans === "one"
+        ? this.#sameNodeRoute(service, actionName, options)
+        : undefined;
+    let span: Span;
+    if (local === undefined) {
+      span = tracing.startCall(tracer, service.name, service.version, actionName, ctx);
+    } else {
+      local.span ??= tracing.rpcShape(service.name, service.version, actionName);
+      span = tracing.startLocal(tracer, local.span, ctx);
+    }
     const out = this.#invoke(service, actionName, input, options, parent, span, undefined);
     if (this.#spanTaken) {
       // A same-node call: its request ends the span as it settles (no promise reaction needed).
@@ -337,20 +351,15 @@ export class Calls {
     const signal = options?.signal;
     if (signal?.aborted) return this.#refuse(service.key, action, route, cancelled());
 
-    if (
-      route === undefined &&
-      (options === undefined ||
-        (options.versions === undefined &&
-          options.balancer === undefined &&
-          options.hashKey === undefined))
-    ) {
+    if (route === undefined) {
       // One ready endpoint, on this node: no balancer has a choice to make.
-      const r = this.#localRoute(service, action);
-      if (r.ep !== undefined) {
+      const r = this.#sameNodeRoute(service, actionName, options);
+      if (r !== undefined) {
         const meter = n.metrics?.client(service.key, actionName);
         meter?.begin();
         const traced = span !== undefined;
-        span?.setAttribute("server.address", n.id);
+        const one = n.tracing.localCallSpans === "one";
+        if (traced && !one) span.setAttribute("server.address", n.id);
         const out = this.#server.callLocal(
           r.hosted!,
           r.local,
@@ -358,13 +367,13 @@ export class Calls {
           options,
           parent,
           timeout,
-          r.ep,
+          r.ep!,
           false,
           span,
           meter,
-          traced,
+          one ? "own" : "client",
         );
-        // The request ends the CLIENT span as it settles: tell invoke() it is taken.
+        // The request ends the call's span as it settles: tell invoke() it is taken.
         if (traced) this.#spanTaken = true;
         return out;
       }
@@ -405,7 +414,7 @@ export class Calls {
         endpoints!.length > 1,
         span,
         meter,
-        owns,
+        owns ? "client" : "parent",
       );
       if (owns) this.#spanTaken = true;
       return out;
@@ -451,6 +460,29 @@ export class Calls {
     });
   }
 
+  /**
+   * The route of a call that only this node can serve (its one ready endpoint is here and the
+   * options leave the balancer no choice to make), or undefined.
+   */
+  #sameNodeRoute(
+    service: AnyService,
+    actionName: string,
+    options: CallOptions | undefined,
+  ): LocalRoute | undefined {
+    const action = service.actions[actionName];
+    if (action === undefined) return undefined;
+    if (
+      options !== undefined &&
+      (options.versions !== undefined ||
+        options.balancer !== undefined ||
+        options.hashKey !== undefined ||
+        (options.hedge !== undefined && action.idempotent === true))
+    )
+      return undefined;
+    const r = this.#localRoute(service, action);
+    return r.ep === undefined ? undefined : r;
+  }
+
   /** The same-node route of `action`, resolved once per registry generation. */
   #localRoute(service: AnyService, action: AnyAction): LocalRoute {
     const n = this.#n;
@@ -467,6 +499,7 @@ export class Calls {
       ep: hosted === undefined ? undefined : only,
       hosted,
       local: hosted?.actions.get(action.name) ?? action,
+      span: undefined,
     };
     this.#routes.set(action, r);
     return r;

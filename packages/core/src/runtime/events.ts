@@ -1,6 +1,12 @@
-import { context, trace } from "@opentelemetry/api";
+import { context } from "@opentelemetry/api";
 import { KeelError } from "../errors/index.ts";
-import { parentContext, type Span, traceFields, traceparent } from "../observability/tracing.ts";
+import {
+  parentContext,
+  type Span,
+  traceFields,
+  traceparent,
+  withSpan,
+} from "../observability/tracing.ts";
 import { schemaError, validate } from "../schema/index.ts";
 import { type EventFrame, WIRE_VERSION } from "../wire/index.ts";
 import { EventInvocation, type Invocation } from "./invocation.ts";
@@ -121,7 +127,7 @@ export class Events {
           if (tracer !== undefined) {
             const span = tracing.startProcess(tracer, name, hosted.def.name, from, tc);
             ctx.span = span;
-            ctx.otelContext = trace.setSpan(context.active(), span);
+            ctx.otelContext = withSpan(context.active(), span);
           }
           let value = validate(sub.event.schema, payload, `payload of event '${name}'`);
           if (value instanceof Promise) value = await value;

@@ -207,7 +207,12 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
       log: this.log,
       stats: this.stats,
       codec: this.#codec,
-      tracing: new Tracing(options.id, options.tracerProvider, this.env.clock),
+      tracing: new Tracing(
+        options.id,
+        options.tracerProvider,
+        this.env.clock,
+        options.localCallSpans,
+      ),
       metrics:
         options.metrics === undefined
           ? undefined

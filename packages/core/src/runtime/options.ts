@@ -2,6 +2,7 @@ import type { TracerProvider } from "@opentelemetry/api";
 import type { Env } from "../env/index.ts";
 import { KeelError } from "../errors/index.ts";
 import type { Metrics } from "../observability/metrics.ts";
+import type { LocalCallSpans } from "../observability/tracing.ts";
 import { type CircuitBreakerOptions, circuitBreaker, type RetryPolicy } from "../policies/index.ts";
 import type { Transport } from "../transport/index.ts";
 import { type Codec, DEFAULT_MAX_FRAME_BYTES } from "../wire/index.ts";
@@ -53,6 +54,12 @@ export interface NodeOptions {
    * OpenTelemetry SDK registered, tracing is off and costs nothing).
    */
   readonly tracerProvider?: TracerProvider;
+  /**
+   * How a call that only this node can serve (its one ready endpoint is here) is traced: `one`
+   * INTERNAL span that the handler runs under (default), or `client-server`: a CLIENT span and a
+   * SERVER child, as a call to another node is.
+   */
+  readonly localCallSpans?: LocalCallSpans;
 }
 
 /** Node settings after defaults and checks. */
@@ -123,6 +130,13 @@ export function resolveSettings(options: NodeOptions): NodeSettings {
     throw new KeelError("CONFIGURATION", "node option 'drainGraceMs' must be >= 0");
   const balancer = options.balancer ?? "p2c";
   checkBalancerName(balancer);
+  const spans = options.localCallSpans;
+  if (spans !== undefined && spans !== "one" && spans !== "client-server") {
+    throw new KeelError(
+      "CONFIGURATION",
+      `node option 'localCallSpans' must be "one" or "client-server", not ${JSON.stringify(spans)}`,
+    );
+  }
   if (options.retry !== undefined && options.retry?.kind !== "retry") {
     throw new KeelError("CONFIGURATION", "node option 'retry' must be a policy from retry()");
   }

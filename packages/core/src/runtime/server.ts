@@ -1,4 +1,4 @@
-import { context, trace } from "@opentelemetry/api";
+import { context } from "@opentelemetry/api";
 import { isKeelError, KeelError } from "../errors/index.ts";
 import type { ActionMeter } from "../observability/keel-metrics.ts";
 import {
@@ -6,6 +6,7 @@ import {
   remoteContext,
   type Span,
   traceFields,
+  withSpan,
 } from "../observability/tracing.ts";
 import { type StandardSchemaV1, schemaError } from "../schema/index.ts";
 import {
@@ -24,6 +25,13 @@ import { cancelled, deadlineExceeded } from "./scope.ts";
 import type { AnyAction } from "./service.ts";
 
 type Result = StandardSchemaV1.Result<unknown>;
+
+/**
+ * What a same-node request does with the span its caller passes: `own` it (the call's one
+ * INTERNAL span, which the request ends), serve under a SERVER child and end the caller's
+ * `client` span, or serve under a SERVER child of a `parent` it leaves alone (a hedge attempt).
+ */
+export type LocalSpanRole = "own" | "client" | "parent";
 
 /**
  * The serving half of a node: runs handlers for requests from the transport and for same-node
@@ -153,7 +161,8 @@ export class Server {
   /**
    * The same-node fast path: no encoding and no transport, but the same validation, deadline and
    * cancellation. A call whose schemas and handler are synchronous completes here without a timer,
-   * a clock read or a promise of its own; the first promise registers it as in flight.
+   * a clock read or a promise of its own; the first promise registers it as in flight. With
+   * tracing on, `spanRole` says what the request does with the caller's `span`.
    */
   callLocal(
     hosted: Hosted,
@@ -166,16 +175,21 @@ export class Server {
     measure: boolean,
     span: Span | undefined,
     meter: ActionMeter | undefined,
-    endsSpan: boolean,
+    spanRole: LocalSpanRole,
   ): Promise<unknown> {
     const budget = action.timeoutMs === undefined ? timeout : Math.min(timeout, action.timeoutMs);
     const cap = parent === undefined ? Number.POSITIVE_INFINITY : parent.deadline;
     const inv = this.#localInvocation(hosted, action, options, parent, Number.NaN, budget, cap);
     if (span !== undefined) {
-      this.#trace(inv, hosted, action, this.#n.id, callerContext(span));
-      if (endsSpan) {
-        inv.observed ??= new Observed();
-        inv.observed.clientSpan = span;
+      if (spanRole === "own") {
+        inv.span = span;
+        inv.otelContext = callerContext(span);
+      } else {
+        this.#trace(inv, hosted, action, this.#n.id, callerContext(span));
+        if (spanRole === "client") {
+          inv.observed ??= new Observed();
+          inv.observed.clientSpan = span;
+        }
       }
     }
     inv.endpoint = ep;
@@ -331,7 +345,7 @@ export class Server {
       parent,
     );
     inv.span = span;
-    inv.otelContext = trace.setSpan(parent, span);
+    inv.otelContext = withSpan(parent, span);
   }
 
   /** Lets a request through the action's limits (if it has any), then serves it. */
@@ -646,7 +660,7 @@ export class Server {
 
 /** The context of a same-node request: under the calling span, keeping the caller's baggage. */
 function callerContext(span: Span): OtelContext {
-  return trace.setSpan(context.active(), span);
+  return withSpan(context.active(), span);
 }
 
 /** The fields of the server's log lines about a request. */

@@ -170,6 +170,7 @@ export {
   checkFaults,
   createInProcessNetwork,
   FrameQueue,
+  type FrameSink,
   type InboundFrame,
   type InProcessNetwork,
   type InProcessNetworkOptions,

@@ -4,6 +4,7 @@ import {
   createRealEnv,
   type Env,
   FrameQueue,
+  type FrameSink,
   type InboundFrame,
   isKeelError,
   KeelError,
@@ -377,7 +378,7 @@ class NatsTransportImpl implements NatsTransport {
         const frame = msg.data;
         this.stats.framesReceived++;
         this.stats.bytesReceived += frame.byteLength;
-        queue.push({ frame });
+        queue.deliver(frame);
       };
       const subs = [
         nc.subscribe(this.nodeSubject, { callback: onMessage }),
@@ -545,7 +546,9 @@ class NatsTransportImpl implements NatsTransport {
   send(to: string, frame: Uint8Array): void {
     if (to === this.nodeId) {
       // noEcho would filter a frame to ourselves: deliver it here, as the server would.
-      if (this.#queue !== undefined && this.#nc !== undefined) this.#queue.push({ frame });
+      // On a microtask: a listener is never called from inside send().
+      const queue = this.#queue;
+      if (queue !== undefined && this.#nc !== undefined) queueMicrotask(() => queue.deliver(frame));
       return;
     }
     let subject = this.#subjects.get(to);
@@ -744,6 +747,14 @@ class NatsTransportImpl implements NatsTransport {
     }
     queue?.close();
     this.#setStatus("disconnected");
+  }
+
+  /** Frames as they arrive, straight from the client's subscription callback. */
+  listen(onFrame: FrameSink): Promise<void> {
+    if (this.#queue === undefined) {
+      throw new KeelError("CONFIGURATION", `NATS transport of '${this.nodeId}' is not connected`);
+    }
+    return this.#queue.listen(onFrame);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<InboundFrame> {

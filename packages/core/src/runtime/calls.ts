@@ -443,7 +443,7 @@ export class Calls {
         deadline,
         resolve,
         reject,
-        onExpire: (c) => this.#onExpired(c),
+        onExpire: this.#onExpire,
         span,
       });
       if (route !== undefined) {
@@ -456,7 +456,7 @@ export class Calls {
       }
       n.deadlines.add(call);
       if (signal !== undefined || parent !== undefined) this.#linkCancel(call, signal, parent);
-      this.#send(call, ep);
+      this.#send(call, ep, now);
     });
   }
 
@@ -505,13 +505,14 @@ export class Calls {
     return r;
   }
 
-  onResponse(f: ResponseFrame): void {
+  /** A reply from the wire, arrived at `now`. */
+  onResponse(f: ResponseFrame, now: number): void {
     const call = this.#pending.get(f.id);
     if (call === undefined || call.endpoint?.node !== f.from) return; // late, duplicate or stray reply
     this.#pending.delete(f.id);
     const ep = call.endpoint;
     ep.inflight--;
-    Registry.observe(ep, this.#n.env.clock.now() - call.sentAt);
+    Registry.observe(ep, now - call.sentAt);
     if (f.ok) {
       this.#record(call, "success");
       this.#settle(call, undefined, f.p);
@@ -574,7 +575,8 @@ export class Calls {
     };
   }
 
-  #send(call: ClientCall, ep: Endpoint): void {
+  /** Sends an attempt of `call` to `ep` (`now` when the caller has just read the clock). */
+  #send(call: ClientCall, ep: Endpoint, now = this.#n.env.clock.now()): void {
     const n = this.#n;
     const span = call.spec.span;
     const breaker = this.#breakerFor(call.spec.key, ep);
@@ -598,7 +600,6 @@ export class Calls {
       call.breaker = breaker;
       call.permit = permit;
     }
-    const now = n.env.clock.now();
     call.attemptId = n.nextId().toString(36);
     call.endpoint = ep;
     call.sentAt = now;
@@ -840,6 +841,9 @@ export class Calls {
     breaker.record(permit, outcome, this.#n.env.clock.now() - call.sentAt);
     this.#breakerSpan = undefined;
   }
+
+  /** One function for every call's deadline (a closure per call would be an allocation). */
+  readonly #onExpire = (call: ClientCall): void => this.#onExpired(call);
 
   #onExpired(call: ClientCall): void {
     this.#record(call, "failure");

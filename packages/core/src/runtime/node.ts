@@ -4,7 +4,7 @@ import { NodeMetrics } from "../observability/keel-metrics.ts";
 import { type Span, Tracing } from "../observability/tracing.ts";
 import { adaptiveLimit, bulkhead, tokenBucket } from "../policies/index.ts";
 import { TimerQueue } from "../policies/timer-queue.ts";
-import type { InboundFrame, Transport, TransportStatus } from "../transport/index.ts";
+import type { Transport, TransportStatus } from "../transport/index.ts";
 import {
   type Codec,
   type Envelope,
@@ -395,7 +395,9 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
 
   async #receive(): Promise<void> {
     try {
-      for await (const inbound of this.#transport) this.#onFrame(inbound);
+      const transport = this.#transport;
+      if (transport.listen !== undefined) await transport.listen(this.#onInbound);
+      else for await (const inbound of transport) this.#onFrame(inbound.frame, inbound.from);
     } catch (err) {
       this.#log.error({ err }, "transport receive loop failed");
     }
@@ -406,12 +408,26 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     }
   }
 
-  #onFrame(inbound: InboundFrame): void {
+  /** The transport's frame sink, for transports that call it as frames arrive. */
+  readonly #onInbound = (bytes: Uint8Array, from: string | undefined): void => {
+    try {
+      this.#onFrame(bytes, from);
+    } catch (err) {
+      // Only a throwing logger gets here: the transport's read loop must go on.
+      try {
+        this.#log.error({ err }, "failed to process a frame");
+      } catch {
+        // nothing more can be said
+      }
+    }
+  };
+
+  #onFrame(bytes: Uint8Array, from: string | undefined): void {
     let frame: Envelope;
     try {
-      frame = this.#codec.decode(inbound.frame, this.#shared.maxFrameBytes);
+      frame = this.#codec.decode(bytes, this.#shared.maxFrameBytes);
     } catch (err) {
-      this.#onBadFrame(inbound, err);
+      this.#onBadFrame(bytes, from, err);
       return;
     }
     if (this.#shared.state === "stopped" || frame.from === this.id) return;
@@ -423,12 +439,12 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     }
   }
 
-  #onBadFrame(inbound: InboundFrame, err: unknown): void {
+  #onBadFrame(bytes: Uint8Array, from: string | undefined, err: unknown): void {
     this.stats.protocolErrors++;
     const violation = err instanceof ProtocolViolation ? err : undefined;
-    const sender = inbound.from ?? violation?.frameFrom;
+    const sender = from ?? violation?.frameFrom;
     this.#log.warn(
-      { err, peer: sender, kind: violation?.frameKind, bytes: inbound.frame.byteLength },
+      { err, peer: sender, kind: violation?.frameKind, bytes: bytes.byteLength },
       "refused a malformed frame",
     );
     if (sender === undefined || sender === this.id || this.#shared.state === "stopped") return;
@@ -468,10 +484,10 @@ class NodeRuntime implements KeelNode, RuntimeHooks {
     const known = this.#registry.touch(frame.from, now);
     switch (frame.k) {
       case "req":
-        this.#server.onRequest(frame);
+        this.#server.onRequest(frame, now);
         break;
       case "res":
-        this.#calls.onResponse(frame);
+        this.#calls.onResponse(frame, now);
         break;
       case "cancel":
         this.#server.onCancel(frame.from, frame.id);

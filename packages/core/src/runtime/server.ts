@@ -33,6 +33,9 @@ type Result = StandardSchemaV1.Result<unknown>;
  */
 export type LocalSpanRole = "own" | "client" | "parent";
 
+/** Callers whose (empty) request maps are kept before the empty ones are dropped. */
+const MAX_IDLE_CALLERS = 1024;
+
 /**
  * The serving half of a node: runs handlers for requests from the transport and for same-node
  * calls, checks schemas at the boundary, enforces deadlines and cancellation, and delivers each
@@ -43,14 +46,25 @@ export class Server {
   /** Requests in flight (remote ones, and local ones that went asynchronous). */
   #head: Invocation | undefined;
   #count = 0;
-  /** Remote requests by `from\0id`, for cancel frames. */
-  readonly #remote = new Map<string, Invocation>();
+  /** Remote requests by caller node, then request id, for cancel frames. */
+  readonly #remote = new Map<string, Map<string, Invocation>>();
+  /** Hosted services by name, then version (what a request names, without building a key). */
+  readonly #byName = new Map<string, Map<number, Hosted>>();
   #idle: (() => void) | undefined;
   readonly #log: Logger;
 
   constructor(shared: NodeShared) {
     this.#n = shared;
     this.#log = shared.log.child({ module: "keel.server" });
+    for (const hosted of shared.hosted.values()) {
+      const def = hosted.def;
+      let byVersion = this.#byName.get(def.name);
+      if (byVersion === undefined) {
+        byVersion = new Map();
+        this.#byName.set(def.name, byVersion);
+      }
+      byVersion.set(def.version, hosted);
+    }
   }
 
   /** Requests in flight. */
@@ -88,24 +102,31 @@ export class Server {
     }
   }
 
-  onRequest(f: RequestFrame): void {
+  /** Answers request `f` with an error, unserved. */
+  #refuse(f: RequestFrame, err: KeelError): void {
     const n = this.#n;
-    const refuse = (err: KeelError) =>
-      n.sendTo(f.from, {
-        v: WIRE_VERSION,
-        k: "res",
-        id: f.id,
-        from: n.id,
-        ok: false,
-        err: err.toWire(),
-      });
+    n.sendTo(f.from, {
+      v: WIRE_VERSION,
+      k: "res",
+      id: f.id,
+      from: n.id,
+      ok: false,
+      err: err.toWire(),
+    });
+  }
+
+  /** A request from the wire, arrived at `now`. */
+  onRequest(f: RequestFrame, now: number): void {
+    const n = this.#n;
     if (n.state !== "ready") {
-      refuse(unavailable(`node '${n.id}' is ${n.state}`, { node: n.id, notProcessed: true }));
+      const err = unavailable(`node '${n.id}' is ${n.state}`, { node: n.id, notProcessed: true });
+      this.#refuse(f, err);
       return;
     }
-    const hosted = n.hosted.get(`${f.svc}@${f.ver}`);
+    const hosted = this.#byName.get(f.svc)?.get(f.ver);
     if (hosted === undefined) {
-      refuse(
+      this.#refuse(
+        f,
         unavailable(`node '${n.id}' does not host ${f.svc}@${f.ver}`, {
           node: n.id,
           notProcessed: true,
@@ -115,16 +136,16 @@ export class Server {
     }
     const action = hosted.actions.get(f.act);
     if (action === undefined) {
-      refuse(
+      this.#refuse(
+        f,
         new KeelError("NOT_FOUND", `${f.svc}@${f.ver} has no action '${f.act}'`, { noStack: true }),
       );
       return;
     }
     if (f.dl <= 0) {
-      refuse(deadlineExceeded(`no time left for ${f.svc}@${f.ver}.${f.act} on arrival`));
+      this.#refuse(f, deadlineExceeded(`no time left for ${f.svc}@${f.ver}.${f.act} on arrival`));
       return;
     }
-    const now = n.env.clock.now();
     const budget = action.timeoutMs === undefined ? f.dl : Math.min(f.dl, action.timeoutMs);
     const inv = new Invocation(
       n.hooks,
@@ -144,14 +165,24 @@ export class Server {
     if (tracer !== undefined) this.#trace(inv, hosted, action, f.from, remoteContext(f.tc));
     if (n.metrics !== undefined) this.#meter(inv, hosted, action, undefined, now, now);
     if (n.actionStats !== undefined) this.#countIn(inv, action, now);
-    this.#remote.set(`${f.from}\u0000${f.id}`, inv);
+    let fromCaller = this.#remote.get(f.from);
+    if (fromCaller === undefined) {
+      // Callers' maps stay (one per caller, reused); node ids come and go over a cluster's life,
+      // so the empty ones go once there are many.
+      if (this.#remote.size >= MAX_IDLE_CALLERS) {
+        for (const [caller, m] of this.#remote) if (m.size === 0) this.#remote.delete(caller);
+      }
+      fromCaller = new Map();
+      this.#remote.set(f.from, fromCaller);
+    }
+    fromCaller.set(f.id, inv);
     this.#register(inv, now);
     this.#admitThenServe(inv, hosted, action, f.p);
   }
 
   /** The caller gave up on request `id`: stop the handler, answer nobody. */
   onCancel(from: string, id: string): void {
-    const inv = this.#remote.get(`${from}\u0000${id}`);
+    const inv = this.#remote.get(from)?.get(id);
     if (inv === undefined) return;
     const reason = cancelled();
     inv.abort(reason);
@@ -624,7 +655,7 @@ export class Server {
       } else if (ok) inv.resolveLocal?.(value);
       else inv.rejectLocal(value as KeelError);
     } else {
-      this.#remote.delete(`${inv.replyTo}\u0000${inv.requestId}`);
+      this.#remote.get(inv.replyTo)?.delete(inv.requestId);
       if (!silent && this.#n.state !== "stopped") this.#reply(inv, ok, value);
     }
     if (this.#idle !== undefined && this.#count === 0) this.#idle();

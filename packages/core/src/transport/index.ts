@@ -8,6 +8,7 @@ export {
 } from "./in-process.ts";
 export {
   FrameQueue,
+  type FrameSink,
   type InboundFrame,
   type Transport,
   type TransportStatus,

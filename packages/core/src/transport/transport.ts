@@ -1,3 +1,5 @@
+import { KeelError } from "../errors/index.ts";
+
 /** One frame as received, with the sending node when the transport knows it. */
 export interface InboundFrame {
   readonly frame: Uint8Array;
@@ -32,7 +34,18 @@ export interface Transport extends AsyncIterable<InboundFrame> {
   readonly fanOut?: boolean;
   /** Leaves the network; the inbound iteration ends. */
   close(): Promise<void>;
+  /**
+   * Optional, instead of iterating: the transport calls `onFrame` for each inbound frame as it
+   * arrives (never from inside `send` or `broadcast`), which spares the promise and the objects
+   * the iteration costs per frame. Called at most once, after `connect()`; frames that arrived
+   * before are delivered first, on a microtask. The promise resolves when the inbound stream
+   * ends, as the iteration would.
+   */
+  listen?(onFrame: FrameSink): Promise<void>;
 }
+
+/** Takes one inbound frame, with its sending node when the transport knows it. */
+export type FrameSink = (frame: Uint8Array, from: string | undefined) => void;
 
 /** An unbounded FIFO of frames exposed as a single-consumer async iterable. */
 export class FrameQueue implements AsyncIterable<InboundFrame> {
@@ -40,6 +53,9 @@ export class FrameQueue implements AsyncIterable<InboundFrame> {
   #head = 0;
   #waiter: ((result: IteratorResult<InboundFrame>) => void) | undefined;
   #closed = false;
+  /** Set by `listen`: frames go straight to it. */
+  #sink: FrameSink | undefined;
+  #ended: (() => void) | undefined;
 
   get closed(): boolean {
     return this.#closed;
@@ -49,8 +65,48 @@ export class FrameQueue implements AsyncIterable<InboundFrame> {
     return this.#items.length - this.#head;
   }
 
+  /** Queues a frame, or hands it to the listener at once. */
+  deliver(frame: Uint8Array, from?: string): void {
+    if (this.#closed) return;
+    const sink = this.#sink;
+    if (sink === undefined) this.push(from === undefined ? { frame } : { frame, from });
+    else sink(frame, from);
+  }
+
+  /**
+   * Hands every frame to `sink` from now on, those queued first (on a microtask, so the caller
+   * finishes what it is doing before the first one). Resolves when the queue closes. The queue
+   * has one consumer: iterate it or listen to it, not both.
+   */
+  listen(sink: FrameSink): Promise<void> {
+    if (this.#ended !== undefined || this.#waiter !== undefined) {
+      throw new KeelError("FAILED_PRECONDITION", "a frame queue has one consumer");
+    }
+    return new Promise((resolve) => {
+      this.#ended = resolve;
+      if (this.#closed) {
+        this.#ended = undefined;
+        resolve();
+        return;
+      }
+      queueMicrotask(() => {
+        let item = this.#take();
+        while (item !== undefined && !this.#closed) {
+          sink(item.frame, item.from);
+          item = this.#take();
+        }
+        if (!this.#closed) this.#sink = sink;
+      });
+    });
+  }
+
   push(item: InboundFrame): void {
     if (this.#closed) return;
+    const sink = this.#sink;
+    if (sink !== undefined) {
+      sink(item.frame, item.from);
+      return;
+    }
     const waiter = this.#waiter;
     if (waiter !== undefined) {
       this.#waiter = undefined;
@@ -68,6 +124,10 @@ export class FrameQueue implements AsyncIterable<InboundFrame> {
     const waiter = this.#waiter;
     this.#waiter = undefined;
     waiter?.({ value: undefined, done: true });
+    this.#sink = undefined;
+    const ended = this.#ended;
+    this.#ended = undefined;
+    ended?.();
   }
 
   #take(): InboundFrame | undefined {

@@ -501,16 +501,6 @@ describe("tracing: context", () => {
     assert.equal(client.spanContext().traceId, outer.spanContext().traceId);
     assert.deepEqual(activeInHandler, [server.spanContext().spanId]);
   });
-});
-
-describe("tracing: context of a same-node call", () => {
-  const manager = new AsyncLocalStorageContextManager();
-  before(() => {
-    context.setGlobalContextManager(manager.enable());
-  });
-  after(() => {
-    context.disable();
-  });
 
   it("the handler runs with the call's span active and keeps the caller's other context values", async () => {
     const t = memoryTracing();

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import { Packr, Unpackr } from "msgpackr";
@@ -681,6 +682,165 @@ describe("msgpackCodec's writer", () => {
       }),
       { numRuns: 3000 },
     );
+  });
+
+  it("writes frames of every kind, with any payload, that decode as msgpackr's own encoding does", () => {
+    // Plain data goes to the codec's own writer, the rest (binary, dates, lone surrogates,
+    // BigInt, class instances, deep nesting) to msgpackr: either way the same envelope arrives.
+    class Point {
+      x = 1;
+    }
+    const deep = (n: number): unknown => (n === 0 ? 1 : [deep(n - 1)]);
+    const odd = fc.constantFrom<unknown>(
+      new Date(0),
+      new Point(),
+      new Map([["a", 1]]),
+      "\ud800 lone",
+      `${"\udc00".repeat(70)}`,
+      { "\ud800": 1 },
+      deep(70),
+      Object.create(null),
+    );
+    const anyPayload = fc.letrec((tie) => ({
+      value: fc.oneof(
+        { depthSize: "small" },
+        payload,
+        odd,
+        fc.string({ maxLength: 300 }),
+        fc.string({ unit: "grapheme", maxLength: 40 }),
+        fc.array(tie("value"), { maxLength: 20 }),
+        fc.dictionary(fc.string({ maxLength: 40 }), tie("value"), { maxKeys: 20 }),
+      ),
+    })).value;
+    const frames = fc.oneof(
+      fc.record({
+        v: fc.constant(1),
+        k: fc.constant("evt"),
+        from: text,
+        name: text,
+        mode: fc.constantFrom("emit", "broadcast"),
+        p: anyPayload,
+      }),
+      fc.record({
+        v: fc.constant(1),
+        k: fc.constant("announce"),
+        from: text,
+        inc: text,
+        seq: number,
+        state: fc.constant("ready"),
+        services: fc.array(
+          fc.record({
+            name: text,
+            version: number,
+            actions: fc.array(text),
+            events: fc.array(text),
+          }),
+          { maxLength: 3 },
+        ),
+      }),
+      fc.record({ v: fc.constant(1), k: fc.constant("hb"), from: text, inc: text, seq: number }),
+      fc.record({
+        v: fc.constant(1),
+        k: fc.constant("req"),
+        id: text,
+        from: text,
+        svc: text,
+        ver: number,
+        act: text,
+        dl: number,
+        p: anyPayload,
+        meta: fc.dictionary(text, text, { maxKeys: 3 }),
+      }),
+      fc.record({
+        v: fc.constant(1),
+        k: fc.constant("res"),
+        id: text,
+        from: text,
+        ok: fc.constant(true),
+        p: anyPayload,
+      }),
+    );
+    fc.assert(
+      fc.property(frames, (e) => {
+        const frame = msgpackCodec.encode(e as unknown as Envelope);
+        assert.deepEqual(reference.unpack(frame), reference.unpack(packr.pack(e)));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it("writes values bigger than its slab, and leaves a map of over 65535 keys to msgpackr", () => {
+    const big = {
+      v: 1,
+      k: "evt",
+      from: "a",
+      name: "x",
+      mode: "emit",
+      p: Array.from({ length: 3000 }, (_, i) => ({ i, s: "é".repeat(i % 50) })),
+    };
+    for (let i = 0; i < 3; i++) {
+      const frame = msgpackCodec.encode(big as unknown as Envelope);
+      assert.deepEqual(reference.unpack(frame), big);
+    }
+    const wide = { v: 1, k: "evt", from: "a", name: "x", mode: "emit", p: {} as object };
+    wide.p = Object.fromEntries(Array.from({ length: 70_000 }, (_, i) => [`k${i}`, i]));
+    // msgpackr refuses such a map; the codec's writer must not quietly write it instead.
+    assert.throws(() => packr.pack(wide));
+    assert.throws(() => msgpackCodec.encode(wide as unknown as Envelope));
+  });
+
+  it("loads msgpackr only for what its own readers and writers leave to it", () => {
+    // A fresh process: a node's own frames (announce, heartbeat, requests and replies of plain
+    // data) are written and read without msgpackr; a binary payload loads it.
+    const script = `
+      import { createRequire } from "node:module";
+      import { msgpackCodec } from ${JSON.stringify(new URL("../src/wire/msgpack.ts", import.meta.url).href)};
+      const loaded = () => Object.keys(createRequire(import.meta.url).cache).some((f) => f.includes("msgpackr"));
+      const frames = [
+        { v: 1, k: "announce", from: "n-1", inc: "x1", seq: 3, state: "ready",
+          services: [{ name: "orders", version: 1, actions: ["place"], events: [] }], max: 1048576 },
+        { v: 1, k: "hb", from: "n-1", inc: "x1", seq: 4 },
+        { v: 1, k: "req", id: "1z", from: "n-1", svc: "orders", ver: 1, act: "place", dl: 5000,
+          p: { items: [{ sku: "a", qty: 2.5 }], note: null, gift: undefined } },
+        { v: 1, k: "res", id: "1z", from: "n-2", ok: true, p: { id: "o-1", total: 12 } },
+        { v: 1, k: "leave", from: "n-1" },
+      ];
+      for (const f of frames) msgpackCodec.decode(msgpackCodec.encode(f), 1 << 20);
+      // Its writer takes any string; its reader leaves non-ASCII ones to msgpackr.
+      msgpackCodec.encode({ v: 1, k: "evt", from: "n-1", name: "e", mode: "emit", p: "café ☕ 𝄞" });
+      const before = loaded();
+      msgpackCodec.encode({ v: 1, k: "evt", from: "n-1", name: "e", mode: "emit", p: new Uint8Array(2) });
+      process.stdout.write(JSON.stringify({ before, after: loaded() }));
+    `;
+    const out = spawnSync(process.execPath, ["--input-type=module", "-e", script], {
+      encoding: "utf8",
+    });
+    assert.equal(out.status, 0, out.stderr);
+    assert.deepEqual(JSON.parse(out.stdout), { before: false, after: true });
+  });
+
+  it("still fails its import, with a CONFIGURATION error, when msgpackr is not installed", () => {
+    const script = `
+      import { registerHooks } from "node:module";
+      registerHooks({
+        resolve(specifier, context, next) {
+          if (specifier !== "msgpackr") return next(specifier, context);
+          throw Object.assign(new Error("Cannot find module 'msgpackr'"), { code: "MODULE_NOT_FOUND" });
+        },
+      });
+      try {
+        await import(${JSON.stringify(new URL("../src/wire/msgpack.ts", import.meta.url).href)});
+      } catch (err) {
+        process.stdout.write(JSON.stringify({ code: err.code, message: err.message }));
+      }
+    `;
+    const out = spawnSync(process.execPath, ["--input-type=module", "-e", script], {
+      encoding: "utf8",
+    });
+    assert.equal(out.status, 0, out.stderr);
+    const err = JSON.parse(out.stdout) as { code: string; message: string };
+    assert.equal(err.code, "CONFIGURATION");
+    assert.match(err.message, /needs the msgpackr package/);
   });
 
   it("keeps the frames it returned intact while it writes more", () => {

@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import {
   createJsonLogger,
   createRealEnv,
@@ -425,6 +424,8 @@ class NatsTransportImpl implements NatsTransport {
     if (o.credsFile !== undefined) {
       let creds: Uint8Array;
       try {
+        // Imported here: only a node with a credentials file needs node:fs/promises.
+        const { readFile } = await import("node:fs/promises");
         creds = await readFile(o.credsFile);
       } catch (err) {
         throw new KeelError("CONFIGURATION", `cannot read NATS credentials file '${o.credsFile}'`, {

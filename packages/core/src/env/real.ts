@@ -1,4 +1,4 @@
-import { webcrypto } from "node:crypto";
+import { randomFillSync } from "node:crypto";
 import { createRandom } from "./random.ts";
 import type { Env, Random, TimerHandle, Timers } from "./types.ts";
 
@@ -50,7 +50,9 @@ export interface RealEnvOptions {
 
 /** The production Env: Node's clock and timers, and a random stream seeded from the OS. */
 export function createRealEnv(options: RealEnvOptions = {}): Env {
-  const seed = options.seed ?? webcrypto.getRandomValues(new Uint32Array(2)).join("-");
+  // randomFillSync, not Web Crypto's getRandomValues: that one loads Node's Web Crypto and WebIDL
+  // layers (a few hundred KB of an idle node's memory, which TLS alone does not load).
+  const seed = options.seed ?? randomFillSync(new Uint32Array(2)).join("-");
   const random: Random = createRandom(seed);
   return {
     clock: {

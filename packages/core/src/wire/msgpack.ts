@@ -1,5 +1,38 @@
-import { Packr } from "msgpackr";
+import { createRequire } from "node:module";
+import type { Packr } from "msgpackr";
+import { KeelError } from "../errors/index.ts";
 import { type Codec, decodeWith } from "./codec.ts";
+
+/**
+ * msgpackr is loaded on first need, not with this module: the codec writes and reads plain frames
+ * itself, so an idle node never loads it (about 1 MB of its memory). It is resolved now, so that
+ * a missing package still fails the import of `@keel/core/msgpack`, as a static import would.
+ */
+const require = createRequire(import.meta.url);
+try {
+  require.resolve("msgpackr");
+} catch (cause) {
+  throw new KeelError(
+    "CONFIGURATION",
+    "@keel/core/msgpack needs the msgpackr package (an optional peer dependency of @keel/core): npm install msgpackr",
+    { cause },
+  );
+}
+
+/** The options of the codec's msgpackr instance, which the fast reader and writers match. */
+const PACKR_OPTIONS = {
+  useRecords: false,
+  moreTypes: false,
+  mapsAsObjects: true,
+  // 64-bit integers decode as numbers, never BigInt (which JSON and the envelope checks refuse).
+  int64AsType: "number",
+} as const;
+
+/** A msgpackr instance with the codec's options, loading msgpackr (synchronously) the first time. */
+function loadPackr(): Packr {
+  const msgpackr = require("msgpackr") as typeof import("msgpackr");
+  return new msgpackr.Packr(PACKR_OPTIONS);
+}
 
 /** Nesting depth the fast reader handles; deeper frames go to msgpackr. */
 const MAX_FAST_DEPTH = 32;
@@ -344,22 +377,259 @@ const KEY_OK_TRUE = concat(key("ok"), [0xc3]);
 const SLAB_BYTES = 16 * 1024;
 /** Room a frame written in place needs besides its payload. */
 const MAX_HEAD_BYTES = 512;
+/** Nesting depth the plain writer handles; deeper values go to msgpackr. */
+const MAX_WRITE_DEPTH = 64;
+
+/**
+ * Writes plain data without msgpackr: objects whose constructor is `Object` (their own enumerable
+ * keys, as msgpackr writes them), arrays, strings, numbers, booleans, null and `undefined` (fixext
+ * 1 of type 0), encoded as msgpackr encodes them with this codec's options; only the header sizes
+ * of strings and maps may differ, which decode alike. Anything else anywhere in the value (binary,
+ * dates, maps, sets, BigInt, class instances, strings with lone surrogates, maps of over 65535
+ * keys, deep nesting) makes it give up, and msgpackr writes the whole value. Every frame a node
+ * sends on its own (announces, heartbeats, leaves) is plain data, so an idle node never loads
+ * msgpackr.
+ */
+class PlainWriter {
+  #buf = Buffer.allocUnsafe(SLAB_BYTES);
+  /** Where the value being written starts. */
+  #start = 0;
+  #pos = 0;
+
+  /** `value` as MessagePack (a view of a slab, never written again), or undefined to leave it to msgpackr. */
+  write(value: unknown): Uint8Array | undefined {
+    const bytes = this.peek(value);
+    if (bytes !== undefined) this.#pos += bytes.length; // keeps them: the next value goes after
+    return bytes;
+  }
+
+  /** As `write`, but the bytes are only valid until the next write: for a caller that copies them. */
+  peek(value: unknown): Uint8Array | undefined {
+    if (this.#pos > this.#buf.length - MAX_HEAD_BYTES) {
+      this.#buf = Buffer.allocUnsafe(SLAB_BYTES);
+      this.#pos = 0;
+    }
+    this.#start = this.#pos;
+    const ok = this.#value(value, 0);
+    const end = this.#pos;
+    this.#pos = this.#start;
+    return ok ? this.#buf.subarray(this.#start, end) : undefined;
+  }
+
+  /** Makes room for `n` more bytes, moving the value written so far to a bigger slab if needed. */
+  #room(n: number): Buffer {
+    const buf = this.#buf;
+    if (this.#pos + n <= buf.length) return buf;
+    const used = this.#pos - this.#start;
+    const next = Buffer.allocUnsafe(Math.max(SLAB_BYTES, (used + n) * 2));
+    buf.copy(next, 0, this.#start, this.#pos);
+    this.#buf = next;
+    this.#start = 0;
+    this.#pos = used;
+    return next;
+  }
+
+  #value(v: unknown, depth: number): boolean {
+    switch (typeof v) {
+      case "string":
+        return this.#string(v);
+      case "number":
+        this.#number(v);
+        return true;
+      case "boolean":
+        this.#room(1)[this.#pos++] = v ? 0xc3 : 0xc2;
+        return true;
+      case "undefined": {
+        // msgpackr's `undefined`: fixext 1 of type 0
+        const buf = this.#room(3);
+        buf[this.#pos] = 0xd4;
+        buf[this.#pos + 1] = 0;
+        buf[this.#pos + 2] = 0;
+        this.#pos += 3;
+        return true;
+      }
+      case "object": {
+        if (v === null) {
+          this.#room(1)[this.#pos++] = 0xc0;
+          return true;
+        }
+        if (depth >= MAX_WRITE_DEPTH) return false;
+        // msgpackr's own test: by constructor (a class instance or a Map is not plain data).
+        const c = (v as { constructor?: unknown }).constructor;
+        if (c === Object) return this.#map(v as Record<string, unknown>, depth);
+        if (c === Array) return this.#array(v as readonly unknown[], depth);
+        return false;
+      }
+      default:
+        return false;
+    }
+  }
+
+  #map(o: Record<string, unknown>, depth: number): boolean {
+    const keys = Object.keys(o);
+    const n = keys.length;
+    if (n > 0xffff) return false; // msgpackr refuses these: so it still does
+    this.#header(n, 0x80, 0xde);
+    for (let i = 0; i < n; i++) {
+      const k = keys[i] as string;
+      if (!this.#string(k) || !this.#value(o[k], depth + 1)) return false;
+    }
+    return true;
+  }
+
+  #array(a: readonly unknown[], depth: number): boolean {
+    const n = a.length;
+    this.#header(n, 0x90, 0xdc);
+    for (let i = 0; i < n; i++) if (!this.#value(a[i], depth + 1)) return false;
+    return true;
+  }
+
+  /** A map or array header: fix (under 16), 16-bit or 32-bit size. */
+  #header(n: number, fix: number, size16: number): void {
+    const buf = this.#room(5);
+    const pos = this.#pos;
+    if (n < 16) {
+      buf[pos] = fix | n;
+      this.#pos = pos + 1;
+    } else if (n <= 0xffff) {
+      buf[pos] = size16;
+      buf.writeUInt16BE(n, pos + 1);
+      this.#pos = pos + 3;
+    } else {
+      buf[pos] = size16 + 1;
+      buf.writeUInt32BE(n, pos + 1);
+      this.#pos = pos + 5;
+    }
+  }
+
+  /** A string as UTF-8; false for one with a lone surrogate (msgpackr writes those its own way). */
+  #string(s: string): boolean {
+    const n = s.length;
+    if (n >= 64) {
+      if (!s.isWellFormed()) return false;
+      const bytes = Buffer.byteLength(s, "utf8");
+      const buf = this.#room(5 + bytes);
+      let pos = this.#pos;
+      if (bytes <= 0xff) {
+        buf[pos++] = 0xd9;
+        buf[pos++] = bytes;
+      } else if (bytes <= 0xffff) {
+        buf[pos] = 0xda;
+        buf.writeUInt16BE(bytes, pos + 1);
+        pos += 3;
+      } else {
+        buf[pos] = 0xdb;
+        buf.writeUInt32BE(bytes, pos + 1);
+        pos += 5;
+      }
+      this.#pos = pos + buf.write(s, pos, "utf8");
+      return true;
+    }
+    // Short strings (keys, names): encoded by hand behind a one-byte header when they can be,
+    // moved one byte on for a str8 header when their UTF-8 turns out to be 32 bytes or more.
+    const buf = this.#room(2 + n * 3);
+    const head = this.#pos;
+    const body = head + (n < 32 ? 1 : 2);
+    let pos = body;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 0x80) {
+        buf[pos++] = c;
+      } else if (c < 0x800) {
+        buf[pos++] = 0xc0 | (c >> 6);
+        buf[pos++] = 0x80 | (c & 0x3f);
+      } else if ((c & 0xf800) !== 0xd800) {
+        buf[pos++] = 0xe0 | (c >> 12);
+        buf[pos++] = 0x80 | ((c >> 6) & 0x3f);
+        buf[pos++] = 0x80 | (c & 0x3f);
+      } else {
+        const d = s.charCodeAt(i + 1); // NaN past the end
+        if ((c & 0xfc00) !== 0xd800 || (d & 0xfc00) !== 0xdc00) return false;
+        const cp = 0x10000 + ((c & 0x3ff) << 10) + (d & 0x3ff);
+        i++;
+        buf[pos++] = 0xf0 | (cp >> 18);
+        buf[pos++] = 0x80 | ((cp >> 12) & 0x3f);
+        buf[pos++] = 0x80 | ((cp >> 6) & 0x3f);
+        buf[pos++] = 0x80 | (cp & 0x3f);
+      }
+    }
+    const length = pos - body;
+    if (length < 32) {
+      if (body !== head + 1) buf.copyWithin(head + 1, body, pos);
+      buf[head] = 0xa0 | length;
+      this.#pos = head + 1 + length;
+    } else {
+      if (body !== head + 2) buf.copyWithin(head + 2, body, pos);
+      buf[head] = 0xd9;
+      buf[head + 1] = length;
+      this.#pos = head + 2 + length;
+    }
+    return true;
+  }
+
+  /** A number as msgpackr writes it: the smallest integer format up to 32 bits, else float64. */
+  #number(v: number): void {
+    const buf = this.#room(9);
+    const pos = this.#pos;
+    if (v >>> 0 === v) {
+      if (v < 0x80) {
+        buf[pos] = v;
+        this.#pos = pos + 1;
+      } else if (v < 0x100) {
+        buf[pos] = 0xcc;
+        buf[pos + 1] = v;
+        this.#pos = pos + 2;
+      } else if (v < 0x10000) {
+        buf[pos] = 0xcd;
+        buf.writeUInt16BE(v, pos + 1);
+        this.#pos = pos + 3;
+      } else {
+        buf[pos] = 0xce;
+        buf.writeUInt32BE(v, pos + 1);
+        this.#pos = pos + 5;
+      }
+    } else if (v >> 0 === v) {
+      if (v >= -0x20) {
+        buf[pos] = v & 0xff;
+        this.#pos = pos + 1;
+      } else if (v >= -0x80) {
+        buf[pos] = 0xd0;
+        buf[pos + 1] = v & 0xff;
+        this.#pos = pos + 2;
+      } else if (v >= -0x8000) {
+        buf[pos] = 0xd1;
+        buf.writeInt16BE(v, pos + 1);
+        this.#pos = pos + 3;
+      } else {
+        buf[pos] = 0xd2;
+        buf.writeInt32BE(v, pos + 1);
+        this.#pos = pos + 5;
+      }
+    } else {
+      buf[pos] = 0xcb;
+      buf.writeDoubleBE(v, pos + 1);
+      this.#pos = pos + 9;
+    }
+  }
+}
 
 /**
  * Writes the two frames of every call (a request without options, a successful reply) without
  * msgpackr: a fixmap of the keys in the runtime's order, with the node, service and action names
  * cached as encoded strings and the payload written in place when it is a number, an ASCII string,
- * a boolean or null (anything else is packed by msgpackr and copied in). Standard MessagePack,
- * which msgpackr and the fast reader decode to the same envelope. Every other frame, and any
- * value out of the cases above, goes to msgpackr.
+ * a boolean or null (any other plain data is written by the plain writer, anything else packed by
+ * msgpackr, and copied in). Standard MessagePack, which msgpackr and the fast reader decode to the
+ * same envelope. Every other frame goes to the plain writer, then to msgpackr.
  */
 class EnvelopeWriter {
-  readonly #packr: Packr;
+  readonly #plain: PlainWriter;
+  readonly #packr: () => Packr;
   #buf = Buffer.allocUnsafe(SLAB_BYTES);
   #pos = 0;
   readonly #names = new Map<string, Uint8Array>();
 
-  constructor(packr: Packr) {
+  constructor(plain: PlainWriter, packr: () => Packr) {
+    this.#plain = plain;
     this.#packr = packr;
   }
 
@@ -430,8 +700,10 @@ class EnvelopeWriter {
     let bytes = this.#names.get(value);
     if (bytes === undefined) {
       if (value.length > 64) return undefined;
+      const encoded = this.#plain.peek(value);
+      if (encoded === undefined) return undefined; // a lone surrogate: the frame goes to msgpackr
       if (this.#names.size >= 1024) this.#names.clear();
-      bytes = this.#packr.pack(value).slice(); // a copy: msgpackr reuses its buffer
+      bytes = new Uint8Array(encoded); // a copy (Buffer's slice is a view): the writer reuses it
       this.#names.set(value, bytes);
     }
     return bytes;
@@ -506,39 +778,37 @@ class EnvelopeWriter {
       return true;
     }
     if (typeof p === "string" && this.#ascii(p)) return true;
-    const packed = this.#packr.pack(p);
+    const packed = this.#plain.peek(p) ?? this.#packr().pack(p);
     if (this.#pos + packed.length > this.#buf.length) return false;
-    this.#buf.set(packed, this.#pos); // copied at once: msgpackr reuses its buffer
+    this.#buf.set(packed, this.#pos); // copied at once: both writers reuse their buffers
     this.#pos += packed.length;
     return true;
   }
 }
 
-/** Creates the MessagePack codec (msgpackr, standard MessagePack without records). */
+/**
+ * Creates the MessagePack codec (standard MessagePack without records): its own readers and
+ * writers for plain frames, msgpackr (loaded on first need) for everything else.
+ */
 export function createMsgpackCodec(): Codec {
-  const packr = new Packr({
-    useRecords: false,
-    moreTypes: false,
-    mapsAsObjects: true,
-    // 64-bit integers decode as numbers, never BigInt (which JSON and the envelope checks refuse).
-    int64AsType: "number",
-  });
+  let packr: Packr | undefined;
+  const msgpackr = () => (packr ??= loadPackr());
   const fast = new FastReader();
-  const writer = new EnvelopeWriter(packr);
+  const plain = new PlainWriter();
+  const writer = new EnvelopeWriter(plain, msgpackr);
   const parse = (f: Uint8Array): unknown => {
     try {
       return fast.read(f);
     } catch (err) {
       if (err !== NOT_FAST) throw err;
     }
-    return packr.unpack(f);
+    return msgpackr().unpack(f);
   };
   return {
     name: "msgpack",
     encode(envelope) {
-      return (
-        writer.write(envelope as unknown as Record<string, unknown> | null) ?? packr.pack(envelope)
-      );
+      const e = envelope as unknown as Record<string, unknown> | null;
+      return writer.write(e) ?? plain.write(e) ?? msgpackr().pack(envelope);
     },
     decode(frame, maxBytes) {
       return decodeWith("MessagePack", frame, maxBytes, parse);

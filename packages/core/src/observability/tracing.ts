@@ -1,22 +1,57 @@
-import {
-  type Attributes,
-  context,
-  createContextKey,
-  type HrTime,
-  isValidSpanId,
-  isValidTraceId,
-  type Context as OtelContext,
-  ROOT_CONTEXT,
-  type Span,
-  type SpanContext,
+import { createRequire } from "node:module";
+import type * as OtelApi from "@opentelemetry/api";
+import type {
+  Attributes,
+  HrTime,
+  Context as OtelContext,
+  Span,
+  SpanContext,
   SpanKind,
   SpanStatusCode,
-  type Tracer,
-  type TracerProvider,
-  trace,
+  Tracer,
+  TracerProvider,
 } from "@opentelemetry/api";
 import type { Clock } from "../env/index.ts";
-import { isKeelError } from "../errors/index.ts";
+import { isKeelError, KeelError } from "../errors/index.ts";
+
+/**
+ * The OpenTelemetry API is loaded when tracing turns on, not with this module: a node that does
+ * not trace never needs it (about 1 MB of an idle node's memory, and its start-up garbage). It is
+ * resolved now, so that a missing peer dependency still fails the import of `@keel/core`.
+ */
+const require = createRequire(import.meta.url);
+try {
+  require.resolve("@opentelemetry/api");
+} catch (cause) {
+  throw new KeelError(
+    "CONFIGURATION",
+    "@keel/core needs its peer dependency @opentelemetry/api: npm install @opentelemetry/api",
+    { cause },
+  );
+}
+
+let otel: typeof OtelApi | undefined;
+
+/** The OpenTelemetry API, loaded (synchronously) the first time it is needed. */
+function api(): typeof OtelApi {
+  otel ??= require("@opentelemetry/api") as typeof OtelApi;
+  return otel;
+}
+
+/**
+ * Where the API keeps what is registered globally (the tracer provider, the context manager): one
+ * object per major version, made by the first registration. While it does not exist, no SDK can be
+ * registered, and tracing is off without loading the API.
+ */
+const OTEL_GLOBAL = Symbol.for("opentelemetry.js.api.1");
+
+// The API's enum values, fixed by the OpenTelemetry specification, without loading it.
+const INTERNAL = 0 as SpanKind.INTERNAL;
+const SERVER = 1 as SpanKind.SERVER;
+const CLIENT = 2 as SpanKind.CLIENT;
+const PRODUCER = 3 as SpanKind.PRODUCER;
+const CONSUMER = 4 as SpanKind.CONSUMER;
+const STATUS_ERROR = 2 as SpanStatusCode.ERROR;
 
 /** The instrumentation scope of Keel's spans. */
 export const TRACER_NAME = "@keel/core";
@@ -56,8 +91,10 @@ export class Tracing {
   readonly #clock: Clock;
   /** Wall-clock milliseconds at the clock's origin: span times are `origin + clock.now()`. */
   readonly #origin: number;
-  readonly #proxy: Delegating | undefined;
+  #proxy: Delegating | undefined;
   #tracer: Tracer | undefined;
+  /** The global provider, while the API has not seen a registration (see OTEL_GLOBAL). */
+  #awaitingGlobal = false;
 
   /** How a call that only this node can serve is traced (see `NodeOptions.localCallSpans`). */
   readonly localCallSpans: LocalCallSpans;
@@ -72,7 +109,14 @@ export class Tracing {
     this.localCallSpans = localCallSpans;
     this.#clock = clock;
     this.#origin = clock.wallNow() - clock.now();
-    const p = provider ?? trace.getTracerProvider();
+    if (provider !== undefined) this.#use(provider);
+    else if ((globalThis as Record<symbol, unknown>)[OTEL_GLOBAL] === undefined) {
+      this.#awaitingGlobal = true;
+    } else this.#use(api().trace.getTracerProvider());
+  }
+
+  #use(p: TracerProvider): void {
+    api(); // loaded now, so that the first span does not wait for it
     if (typeof (p as Partial<Delegating>).getDelegateTracer === "function") {
       this.#proxy = p as TracerProvider & Delegating;
     } else {
@@ -83,8 +127,15 @@ export class Tracing {
   /** The tracer, or undefined while tracing is off. */
   tracer(): Tracer | undefined {
     const t = this.#tracer;
-    if (t !== undefined || this.#proxy === undefined) return t;
-    const delegate = this.#proxy.getDelegateTracer(TRACER_NAME, TRACER_VERSION);
+    if (t !== undefined) return t;
+    if (this.#proxy === undefined) {
+      if (!this.#awaitingGlobal) return undefined;
+      if ((globalThis as Record<symbol, unknown>)[OTEL_GLOBAL] === undefined) return undefined;
+      this.#awaitingGlobal = false;
+      this.#use(api().trace.getTracerProvider());
+      if (this.#tracer !== undefined) return this.#tracer;
+    }
+    const delegate = (this.#proxy as Delegating).getDelegateTracer(TRACER_NAME, TRACER_VERSION);
     if (delegate !== undefined) this.#tracer = delegate;
     return delegate;
   }
@@ -113,7 +164,7 @@ export class Tracing {
     action: string,
     parent: OtelContext,
   ): Span {
-    return this.#rpcSpan(tracer, SpanKind.CLIENT, service, version, action, undefined, parent);
+    return this.#rpcSpan(tracer, CLIENT, service, version, action, undefined, parent);
   }
 
   /** The name and attributes of the spans of calls of `service@version.action`, made once. */
@@ -128,7 +179,7 @@ export class Tracing {
   startLocal(tracer: Tracer, shape: RpcSpanShape, parent: OtelContext): Span {
     return tracer.startSpan(
       shape.name,
-      { kind: SpanKind.INTERNAL, startTime: this.hrTime(), attributes: shape.attributes },
+      { kind: INTERNAL, startTime: this.hrTime(), attributes: shape.attributes },
       parent,
     );
   }
@@ -142,7 +193,7 @@ export class Tracing {
     caller: string | undefined,
     parent: OtelContext,
   ): Span {
-    return this.#rpcSpan(tracer, SpanKind.SERVER, service, version, action, caller, parent);
+    return this.#rpcSpan(tracer, SERVER, service, version, action, caller, parent);
   }
 
   #rpcSpan(
@@ -185,7 +236,7 @@ export class Tracing {
     return tracer.startSpan(
       `send ${event}`,
       {
-        kind: SpanKind.PRODUCER,
+        kind: PRODUCER,
         startTime: this.hrTime(),
         attributes: {
           "messaging.system": "keel",
@@ -211,12 +262,13 @@ export class Tracing {
     tc: string | undefined,
   ): Span {
     const producer = tc === undefined ? undefined : parseTraceparent(tc);
+    const { ROOT_CONTEXT, trace } = api();
     const parent =
       producer === undefined ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, producer);
     return tracer.startSpan(
       `process ${event}`,
       {
-        kind: SpanKind.CONSUMER,
+        kind: CONSUMER,
         startTime: this.hrTime(),
         attributes: {
           "messaging.system": "keel",
@@ -238,7 +290,7 @@ export class Tracing {
       const code = isKeelError(err) ? err.code : "INTERNAL";
       const message = err instanceof Error ? err.message : String(err);
       span.setAttribute("error.type", code);
-      span.setStatus({ code: SpanStatusCode.ERROR, message: `${code}: ${message}` });
+      span.setStatus({ code: STATUS_ERROR, message: `${code}: ${message}` });
     }
     span.end(this.hrTime());
   }
@@ -250,7 +302,7 @@ export class Tracing {
 }
 
 /** The key the OpenTelemetry API keeps a context's span under (keys are `Symbol.for` names). */
-const SPAN_KEY = createContextKey("OpenTelemetry Context Key SPAN");
+const SPAN_KEY = Symbol.for("OpenTelemetry Context Key SPAN");
 
 /**
  * A context that is `parent` with one value set. The API's own contexts copy their whole map on
@@ -292,16 +344,22 @@ export function withSpan(ctx: OtelContext, span: Span): OtelContext {
  * `traceparent`, else under whatever span is active.
  */
 export function parentContext(span: Span | undefined, tc: string | undefined): OtelContext {
-  const base = context.active();
+  const base = activeContext();
   if (span !== undefined) return withSpan(base, span);
   const remote = tc === undefined ? undefined : parseTraceparent(tc);
-  return remote === undefined ? base : trace.setSpanContext(base, remote);
+  return remote === undefined ? base : api().trace.setSpanContext(base, remote);
 }
 
 /** The context a request from the wire is served in: under the caller's `traceparent`, if any. */
 export function remoteContext(tc: string | undefined): OtelContext {
+  const { ROOT_CONTEXT, trace } = api();
   const remote = tc === undefined ? undefined : parseTraceparent(tc);
   return remote === undefined ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, remote);
+}
+
+/** The active context (tracing is on, so the API is loaded). */
+export function activeContext(): OtelContext {
+  return api().context.active();
 }
 
 /** A W3C `traceparent` header value for a span context (version 00). */
@@ -311,6 +369,9 @@ export function traceparent(sc: SpanContext): string {
 }
 
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?$/;
+/** All-zero ids are invalid (the API's `isValidTraceId`, `isValidSpanId`; the pattern checks the rest). */
+const INVALID_TRACE_ID = "0".repeat(32);
+const INVALID_SPAN_ID = "0".repeat(16);
 
 /** Parses a W3C `traceparent`; undefined when it is malformed (the trace then starts afresh). */
 export function parseTraceparent(tc: string): SpanContext | undefined {
@@ -322,7 +383,7 @@ export function parseTraceparent(tc: string): SpanContext | undefined {
   const flags = m[4] ?? "";
   // Version ff is invalid; version 00 must have nothing after the flags.
   if (version === "ff" || (version === "00" && tc.length !== 55)) return undefined;
-  if (!isValidTraceId(traceId) || !isValidSpanId(spanId)) return undefined;
+  if (traceId === INVALID_TRACE_ID || spanId === INVALID_SPAN_ID) return undefined;
   return { traceId, spanId, traceFlags: Number.parseInt(flags, 16), isRemote: true };
 }
 
@@ -352,7 +413,7 @@ export function decisionAttributes(decision: object): Attributes {
 
 /** Runs `fn(arg, ctx)` with `span`'s context active, so user code and other instrumentations see it. */
 export function runIn<A, C, R>(ctx: OtelContext, fn: (arg: A, c: C) => R, arg: A, c: C): R {
-  return context.with(ctx, fn, undefined, arg, c);
+  return api().context.with(ctx, fn, undefined, arg, c);
 }
 
 export type { OtelContext, Span, TracerProvider };

@@ -1,7 +1,8 @@
-import { context } from "@opentelemetry/api";
 import { KeelError } from "../errors/index.ts";
 import {
+  activeContext,
   parentContext,
+  runIn,
   type Span,
   traceFields,
   traceparent,
@@ -127,14 +128,14 @@ export class Events {
           if (tracer !== undefined) {
             const span = tracing.startProcess(tracer, name, hosted.def.name, from, tc);
             ctx.span = span;
-            ctx.otelContext = withSpan(context.active(), span);
+            ctx.otelContext = withSpan(activeContext(), span);
           }
           let value = validate(sub.event.schema, payload, `payload of event '${name}'`);
           if (value instanceof Promise) value = await value;
           const otel = ctx.otelContext;
           await (otel === undefined
             ? sub.handler(value, ctx)
-            : context.with(otel, sub.handler, undefined, value, ctx));
+            : runIn(otel, sub.handler, value, ctx));
           if (ctx.span !== undefined) tracing.end(ctx.span);
         })
         .catch((err: unknown) => {

@@ -1,9 +1,10 @@
-import { context } from "@opentelemetry/api";
 import { isKeelError, KeelError } from "../errors/index.ts";
 import type { ActionMeter } from "../observability/keel-metrics.ts";
 import {
+  activeContext,
   type OtelContext,
   remoteContext,
+  runIn,
   type Span,
   traceFields,
   withSpan,
@@ -497,7 +498,7 @@ export class Server {
       out =
         ctx === undefined
           ? action.handler(checked.value, inv)
-          : context.with(ctx, action.handler, undefined, checked.value, inv);
+          : runIn(ctx, action.handler, checked.value, inv);
     } catch (err) {
       this.#fail(inv, err);
       return;
@@ -691,7 +692,7 @@ export class Server {
 
 /** The context of a same-node request: under the calling span, keeping the caller's baggage. */
 function callerContext(span: Span): OtelContext {
-  return withSpan(context.active(), span);
+  return withSpan(activeContext(), span);
 }
 
 /** The fields of the server's log lines about a request. */

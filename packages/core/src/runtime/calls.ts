@@ -57,25 +57,11 @@ interface LocalRoute {
   span: RpcSpanShape | undefined;
 }
 
-/** What a client call is about; fixed for its lifetime. */
-interface CallSpec {
-  readonly service: AnyService;
-  readonly key: string;
-  readonly action: string;
-  readonly input: unknown;
-  readonly options: CallOptions | undefined;
-  readonly parent: Invocation | undefined;
-  readonly idempotent: boolean;
-  readonly deadline: number;
-  readonly resolve: (value: unknown) => void;
-  readonly reject: (err: KeelError) => void;
-  readonly onExpire: (call: ClientCall) => void;
-  readonly retry: RetryPolicy | undefined;
-  /** The call's CLIENT span, when tracing is on. */
-  readonly span: Span | undefined;
-}
-
-/** A call to a remote endpoint (and its failovers), tracked until it settles. */
+/**
+ * A call to a remote endpoint (and its failovers), tracked until it settles. What the call is
+ * about is fixed for its lifetime (the readonly fields); one object per call, as the hot path
+ * allocates little.
+ */
 class ClientCall implements Scheduled {
   slot = -1;
   settled = false;
@@ -97,12 +83,49 @@ class ClientCall implements Scheduled {
   /** Attempts sent (for the span), and whether this is one attempt of a hedged call. */
   attempts = 0;
   hedged = false;
-  readonly spec: CallSpec;
+  readonly service: AnyService;
+  readonly key: string;
+  readonly action: string;
+  readonly input: unknown;
+  readonly options: CallOptions | undefined;
+  readonly parent: Invocation | undefined;
+  readonly idempotent: boolean;
   readonly deadline: number;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (err: KeelError) => void;
+  readonly onExpire: (call: ClientCall) => void;
+  readonly retry: RetryPolicy | undefined;
+  /** The call's CLIENT span, when tracing is on. */
+  readonly span: Span | undefined;
 
-  constructor(spec: CallSpec) {
-    this.spec = spec;
-    this.deadline = spec.deadline;
+  constructor(
+    service: AnyService,
+    key: string,
+    action: string,
+    input: unknown,
+    options: CallOptions | undefined,
+    parent: Invocation | undefined,
+    idempotent: boolean,
+    deadline: number,
+    resolve: (value: unknown) => void,
+    reject: (err: KeelError) => void,
+    onExpire: (call: ClientCall) => void,
+    retry: RetryPolicy | undefined,
+    span: Span | undefined,
+  ) {
+    this.service = service;
+    this.key = key;
+    this.action = action;
+    this.input = input;
+    this.options = options;
+    this.parent = parent;
+    this.idempotent = idempotent;
+    this.deadline = deadline;
+    this.resolve = resolve;
+    this.reject = reject;
+    this.onExpire = onExpire;
+    this.retry = retry;
+    this.span = span;
   }
 
   /** The deadline, as the deadline queue reads it. */
@@ -111,7 +134,7 @@ class ClientCall implements Scheduled {
   }
 
   fire(): void {
-    this.spec.onExpire(this);
+    this.onExpire(this);
   }
 }
 
@@ -431,21 +454,21 @@ export class Calls {
     const retry = options?.retry === undefined ? n.retry : options.retry || undefined;
     retry?.begin(); // feeds the retry budget: one first attempt
     return new Promise((resolve, reject) => {
-      const call = new ClientCall({
-        retry,
+      const call = new ClientCall(
         service,
         key,
-        action: actionName,
+        actionName,
         input,
         options,
         parent,
-        idempotent: action.idempotent,
+        action.idempotent,
         deadline,
         resolve,
         reject,
-        onExpire: this.#onExpire,
+        this.#onExpire,
+        retry,
         span,
-      });
+      );
       if (route !== undefined) {
         call.tried = route.exclude;
         call.hedged = true;
@@ -524,7 +547,7 @@ export class Calls {
       this.#attemptFailed(call, err, true);
       return;
     }
-    if (err.code === "UNAVAILABLE" && err.details?.["node"] === f.from && call.spec.idempotent) {
+    if (err.code === "UNAVAILABLE" && err.details?.["node"] === f.from && call.idempotent) {
       // The node itself gave up on the call (its drain ran out of time): safe to run elsewhere.
       this.#attemptFailed(call, err, false);
       return;
@@ -578,8 +601,8 @@ export class Calls {
   /** Sends an attempt of `call` to `ep` (`now` when the caller has just read the clock). */
   #send(call: ClientCall, ep: Endpoint, now = this.#n.env.clock.now()): void {
     const n = this.#n;
-    const span = call.spec.span;
-    const breaker = this.#breakerFor(call.spec.key, ep);
+    const span = call.span;
+    const breaker = this.#breakerFor(call.key, ep);
     if (breaker !== undefined) {
       this.#breakerSpan = span;
       const permit = breaker.tryAcquire();
@@ -604,7 +627,7 @@ export class Calls {
     call.endpoint = ep;
     call.sentAt = now;
     call.attempts++;
-    const { options: opts, parent } = call.spec;
+    const { options: opts, parent } = call;
     let tc = parent?.traceContext;
     if (span !== undefined) {
       tc = traceparent(span.spanContext());
@@ -620,11 +643,11 @@ export class Calls {
       k: "req",
       id: call.attemptId,
       from: n.id,
-      svc: call.spec.service.name,
+      svc: call.service.name,
       ver: ep.version,
-      act: call.spec.action,
+      act: call.action,
       dl: call.deadline - now,
-      p: call.spec.input,
+      p: call.input,
     };
     if (tc !== undefined) frame.tc = tc;
     if (opts?.idempotencyKey !== undefined) frame.ik = opts.idempotencyKey;
@@ -672,27 +695,27 @@ export class Calls {
     if (call.settled) return;
     const n = this.#n;
     // A request that may have run may run again elsewhere only if its action is idempotent.
-    const safe = wasNotProcessed || call.spec.idempotent;
+    const safe = wasNotProcessed || call.idempotent;
     if (!safe || !(call.deadline > n.env.clock.now()) || n.state === "stopped") {
       this.#settle(call, err);
       return;
     }
     call.tried ??= new Set();
     if (call.endpoint !== undefined) call.tried.add(call.endpoint.node);
-    const { key, options } = call.spec;
+    const { key, options } = call;
     const next = this.#pick(key, n.registry.endpointsByKey(key), options, call.tried);
     if (next === undefined) {
       this.#retryOrSettle(call, err);
       return;
     }
     n.stats.failovers++;
-    const span = call.spec.span;
+    const span = call.span;
     if (n.watched || span !== undefined) {
       n.decide(
         {
           kind: "failover",
           service: key,
-          action: call.spec.action,
+          action: call.action,
           from: call.endpoint?.node,
           to: next.node,
         },
@@ -702,7 +725,7 @@ export class Calls {
     this.#log.debug(
       {
         service: key,
-        action: call.spec.action,
+        action: call.action,
         from: call.endpoint?.node,
         to: next.node,
         code: err.code,
@@ -722,24 +745,23 @@ export class Calls {
     }
     // This node takes the call over, with its deadline and its caller's promise.
     const n = this.#n;
-    const { spec } = call;
-    const hosted = n.hosted.get(spec.key)!;
+    const hosted = n.hosted.get(call.key)!;
     n.deadlines.remove(call);
     call.unlink?.();
     call.settled = true;
     if (!call.hedged)
-      spec.span?.setAttributes({ "server.address": n.id, "keel.attempts": ++call.attempts });
+      call.span?.setAttributes({ "server.address": n.id, "keel.attempts": ++call.attempts });
     this.#server.takeOver(
       hosted,
-      hosted.actions.get(spec.action)!,
-      spec.input,
-      spec.options,
-      spec.parent,
+      hosted.actions.get(call.action)!,
+      call.input,
+      call.options,
+      call.parent,
       call.deadline,
       ep,
-      spec.resolve,
-      spec.reject,
-      spec.span,
+      call.resolve,
+      call.reject,
+      call.span,
       call.meter,
       call.calledAt,
     );
@@ -750,13 +772,13 @@ export class Calls {
    * budget, and the deadline) allow and running again is safe; otherwise fail the call.
    */
   #retryOrSettle(call: ClientCall, err: KeelError): void {
-    const policy = call.spec.retry;
-    if (policy === undefined || !(call.spec.idempotent || notProcessed(err)) || call.settled) {
+    const policy = call.retry;
+    if (policy === undefined || !(call.idempotent || notProcessed(err)) || call.settled) {
       this.#settle(call, err);
       return;
     }
     const n = this.#n;
-    const { key, action, span } = call.spec;
+    const { key, action, span } = call;
     const delay = policy.nextDelay(err, call.retries, call.lastDelay, call.deadline);
     if (typeof delay === "string") {
       if (n.watched || span !== undefined) {
@@ -796,10 +818,10 @@ export class Calls {
       if (call.settled || n.state === "stopped") return;
       const endpoints = n.registry.endpointsByKey(key);
       // Another endpoint when there is one; when every one was tried, any of them again.
-      let next = this.#pick(key, endpoints, call.spec.options, call.tried);
+      let next = this.#pick(key, endpoints, call.options, call.tried);
       if (next === undefined) {
         call.tried?.clear();
-        next = this.#pick(key, endpoints, call.spec.options, undefined);
+        next = this.#pick(key, endpoints, call.options, undefined);
       }
       if (next === undefined) this.#settle(call, err);
       else this.#dispatch(call, next);
@@ -837,7 +859,7 @@ export class Calls {
     const { breaker, permit } = call;
     if (breaker === undefined || permit === undefined) return;
     call.permit = undefined;
-    this.#breakerSpan = call.spec.span;
+    this.#breakerSpan = call.span;
     breaker.record(permit, outcome, this.#n.env.clock.now() - call.sentAt);
     this.#breakerSpan = undefined;
   }
@@ -848,10 +870,7 @@ export class Calls {
   #onExpired(call: ClientCall): void {
     this.#record(call, "failure");
     this.#sendCancel(call);
-    this.#settle(
-      call,
-      deadlineExceeded(`${call.spec.key}.${call.spec.action} exceeded its deadline`),
-    );
+    this.#settle(call, deadlineExceeded(`${call.key}.${call.action} exceeded its deadline`));
   }
 
   #sendCancel(call: ClientCall): void {
@@ -894,7 +913,7 @@ export class Calls {
     this.#n.deadlines.remove(call);
     call.unlink?.();
     call.meter?.end(err === undefined ? "ok" : err.code, this.#n.env.clock.now() - call.calledAt);
-    if (err === undefined) call.spec.resolve(value);
-    else call.spec.reject(err);
+    if (err === undefined) call.resolve(value);
+    else call.reject(err);
   }
 }

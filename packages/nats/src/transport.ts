@@ -115,6 +115,8 @@ export interface NatsTransport extends Transport {
   readonly status: NatsTransportStatus;
   /** Listens to status changes; dispose the result to stop listening. */
   onStatus(listener: (status: NatsTransportStatus) => void): Disposable;
+  /** Hands each inbound frame to `onFrame` as it arrives (see `Transport.listen`); after `connect()`. */
+  listen(onFrame: FrameSink): Promise<void>;
   readonly stats: Readonly<NatsTransportStats>;
   /** The subject this node receives directed frames on. */
   readonly nodeSubject: string;
@@ -377,7 +379,12 @@ class NatsTransportImpl implements NatsTransport {
         const frame = msg.data;
         this.stats.framesReceived++;
         this.stats.bytesReceived += frame.byteLength;
-        queue.deliver(frame);
+        try {
+          queue.deliver(frame);
+        } catch (err) {
+          // A listener runs inside the client's read loop: a throw would end the connection's reads.
+          this.#log.error({ err }, "a frame listener threw");
+        }
       };
       const subs = [
         nc.subscribe(this.nodeSubject, { callback: onMessage }),
@@ -587,9 +594,10 @@ class NatsTransportImpl implements NatsTransport {
 
   /**
    * Hands the frames sent since the last flush to the client in one go. The client writes its
-   * buffer on a microtask after the first publish; the runtime handles each inbound frame on a
-   * microtask of its own, so publishing at once would cost one write per reply. A tick runs after
-   * the whole microtask chain, so a burst of N replies becomes one write. No timer is involved.
+   * buffer on a microtask after the first publish; the runtime handles a burst of inbound frames
+   * one by one (in the subscription callback, and the callers' continuations on microtasks), so
+   * publishing at once would cost one write per reply. A tick runs after the whole microtask
+   * chain, so a burst of N replies becomes one write. No timer is involved.
    *
    * When the client takes pre-encoded commands, the burst goes to it as one buffer of `PUB`
    * commands, written with the subjects' cached bytes: `publish()` encodes a command line per

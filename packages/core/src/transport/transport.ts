@@ -44,7 +44,10 @@ export interface Transport extends AsyncIterable<InboundFrame> {
   listen?(onFrame: FrameSink): Promise<void>;
 }
 
-/** Takes one inbound frame, with its sending node when the transport knows it. */
+/**
+ * Takes one inbound frame, with its sending node when the transport knows it. It must not throw:
+ * transports call it from their read loop (the node's own sink catches everything).
+ */
 export type FrameSink = (frame: Uint8Array, from: string | undefined) => void;
 
 /** An unbounded FIFO of frames exposed as a single-consumer async iterable. */

@@ -90,6 +90,7 @@ const request = fc.record(
     dl: finite,
     p: payload,
     tc: fc.string({ maxLength: 512 }),
+    ts: fc.string({ maxLength: 512 }),
     ik: fc.string({ maxLength: 512 }),
     caller: fc.record({ node: name, service: name }, { requiredKeys: ["node"] }),
     meta: fc.dictionary(safeKey, fc.string({ maxLength: 20 }), { maxKeys: 4 }),
@@ -132,6 +133,7 @@ const event = fc.record(
     grp: name,
     p: payload,
     tc: fc.string({ maxLength: 512 }),
+    ts: fc.string({ maxLength: 512 }),
   },
   { requiredKeys: ["v", "k", "from", "name", "mode", "p"] },
 );
@@ -255,6 +257,7 @@ const BAD_FIELDS: ReadonlyArray<readonly [string, string, readonly unknown[]]> =
   ["req", "act", [MISSING, "", []]],
   ["req", "dl", [MISSING, "100", null, true]],
   ["req", "tc", [5, null, long(513)]],
+  ["req", "ts", [5, null, long(513)]],
   ["req", "ik", [5, false, long(513)]],
   ["req", "caller", ["a", {}, { node: 5 }, null, 1]],
   ["req", "meta", ["m", { tenant: 1 }, { a: null }, null]],
@@ -270,6 +273,7 @@ const BAD_FIELDS: ReadonlyArray<readonly [string, string, readonly unknown[]]> =
   ["evt", "mode", [MISSING, "unicast", null, 1]],
   ["evt", "grp", [5, long(257)]],
   ["evt", "tc", [5, long(513)]],
+  ["evt", "ts", [5, long(513)]],
   ["announce", "inc", [MISSING, "", 7, null, long(65)]],
   ["announce", "seq", [MISSING, -1, 0.5, "1"]],
   ["announce", "state", [MISSING, "up", null]],
@@ -370,6 +374,7 @@ for (const codec of CODECS) {
         "dl",
         "p",
         "tc",
+        "ts",
         "ik",
         "caller",
         "meta",
@@ -513,6 +518,31 @@ describe("jsonCodec specifics", () => {
 });
 
 describe("msgpackCodec specifics", () => {
+  it("keeps every optional field of a request, each alone (the writer's fast path has none)", () => {
+    const base = {
+      v: 1,
+      k: "req",
+      id: "1z",
+      from: "a",
+      svc: "orders",
+      ver: 1,
+      act: "get",
+      dl: 100,
+      p: 7,
+    } as const;
+    const optional = {
+      tc: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+      ts: "vendor=abc",
+      ik: "key-1",
+      caller: { node: "b", service: "cart" },
+      meta: { tenant: "t1" },
+    };
+    for (const [key, value] of Object.entries(optional)) {
+      const frame = { ...base, [key]: value } as unknown as Envelope;
+      assert.deepEqual(msgpackCodec.decode(msgpackCodec.encode(frame), LIMIT), frame, key);
+    }
+  });
+
   it("refuses trailing bytes after a frame", () => {
     const good = msgpackCodec.encode(BASE["hb"] as unknown as Envelope);
     refusal(msgpackCodec, new Uint8Array([...good, 0x01]));

@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { context, createContextKey, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import {
+  context,
+  createContextKey,
+  createTraceState,
+  SpanKind,
+  SpanStatusCode,
+  type TraceState,
+  trace,
+} from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import {
   BasicTracerProvider,
@@ -22,6 +30,7 @@ import {
   type KeelNode,
   retry,
 } from "../src/index.ts";
+import { tracestate } from "../src/observability/tracing.ts";
 import { type Cluster, capture, cluster } from "./support.ts";
 
 /** An SDK provider that keeps finished spans in memory; passed to nodes, never registered. */
@@ -547,16 +556,87 @@ describe("tracing: context", () => {
       },
     ]);
   });
-});
 
-describe("tracing: off", () => {
-  it("with no provider and no SDK registered, nothing is traced and the caller's traceparent passes through", async () => {
+  it("the caller's tracestate reaches the server span, the handler, nested calls and event consumers", async () => {
+    const t = memoryTracing();
     const seen: Array<string | undefined> = [];
+    const note = defineEvent("noted", z.null());
+    const listener = defineService("listener").on(note, (_, ctx) => {
+      seen.push(`event:${ctx.traceState}`);
+    });
     const inner = defineService("inner").action("see", {
       input: z.null(),
       output: z.null(),
       handler: (_, ctx) => {
-        seen.push(ctx.traceContext);
+        seen.push(`inner:${ctx.traceState}`);
+        ctx.emit(note, null);
+        return null;
+      },
+    });
+    const outer = defineService("outer").action("go", {
+      input: z.null(),
+      output: z.null(),
+      handler: (_, ctx) => {
+        seen.push(`outer:${ctx.traceState}`);
+        return ctx.call(inner, "see", null);
+      },
+    });
+    await using c = cluster("trace-state");
+    c.add("o", [outer], { tracerProvider: t.provider });
+    c.add("i", [inner], { tracerProvider: t.provider });
+    c.add("l", [listener], { tracerProvider: t.provider });
+    const a = c.add("a", [], { tracerProvider: t.provider });
+    await c.start();
+    // The caller continues a trace whose upstream sent a tracestate.
+    const upstream = trace.setSpanContext(context.active(), {
+      traceId: "0af7651916cd43dd8448eb211c80319c",
+      spanId: "b7ad6b7169203331",
+      traceFlags: 1,
+      isRemote: true,
+      traceState: createTraceState("vendor=abc,other=1"),
+    });
+    const out = context.with(upstream, () => capture(a.call(outer, "go", null)));
+    await c.env.advance(10);
+    assert.equal(out.value, null);
+    assert.deepEqual(seen.sort(), [
+      "event:vendor=abc,other=1",
+      "inner:vendor=abc,other=1",
+      "outer:vendor=abc,other=1",
+    ]);
+    for (const s of t.spans()) {
+      assert.equal(s.spanContext().traceState?.serialize(), "vendor=abc,other=1", describeSpan(s));
+    }
+  });
+});
+
+describe("tracing: tracestate", () => {
+  it("sends at most 512 characters of tracestate, dropping whole entries from the end", () => {
+    const entries = Array.from({ length: 32 }, (_, i) => `k${i}=${"v".repeat(20)}`);
+    // The API's own parser keeps nothing over 512 characters; another TraceState may hold more.
+    const text = entries.join(",");
+    const long: TraceState = {
+      set: () => long,
+      unset: () => long,
+      get: () => undefined,
+      serialize: () => text,
+    };
+    const sc = { traceId: "1".repeat(32), spanId: "2".repeat(16), traceFlags: 1, traceState: long };
+    const sent = tracestate(sc) ?? "";
+    assert.ok(sent.length <= 512 && sent.length > 450, `${sent.length} characters`);
+    assert.ok(text.startsWith(sent) && !sent.endsWith(","));
+    assert.equal(tracestate({ ...sc, traceState: createTraceState("") }), undefined);
+    assert.equal(tracestate({ traceId: sc.traceId, spanId: sc.spanId, traceFlags: 1 }), undefined);
+  });
+});
+
+describe("tracing: off", () => {
+  it("with no provider and no SDK registered, nothing is traced and the caller's traceparent and tracestate pass through", async () => {
+    const seen: Array<[string | undefined, string | undefined]> = [];
+    const inner = defineService("inner").action("see", {
+      input: z.null(),
+      output: z.null(),
+      handler: (_, ctx) => {
+        seen.push([ctx.traceContext, ctx.traceState]);
         return null;
       },
     });
@@ -587,10 +667,11 @@ describe("tracing: off", () => {
         dl: 1000,
         p: null,
         tc,
+        ts: "vendor=abc,other=1",
       }),
     );
     await c.env.advance(5);
-    assert.deepEqual(seen, [tc]);
+    assert.deepEqual(seen, [[tc, "vendor=abc,other=1"]]);
     await raw.close();
   });
 

@@ -260,8 +260,9 @@ export class Tracing {
     service: string,
     from: string,
     tc: string | undefined,
+    ts: string | undefined,
   ): Span {
-    const producer = tc === undefined ? undefined : parseTraceparent(tc);
+    const producer = remoteSpanContext(tc, ts);
     const { ROOT_CONTEXT, trace } = api();
     const parent =
       producer === undefined ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, producer);
@@ -343,19 +344,54 @@ export function withSpan(ctx: OtelContext, span: Span): OtelContext {
  * makes it (carried explicitly, so no context manager is needed), else under the caller's
  * `traceparent`, else under whatever span is active.
  */
-export function parentContext(span: Span | undefined, tc: string | undefined): OtelContext {
+export function parentContext(
+  span: Span | undefined,
+  tc: string | undefined,
+  ts: string | undefined,
+): OtelContext {
   const base = activeContext();
   if (span !== undefined) return withSpan(base, span);
-  const remote = tc === undefined ? undefined : parseTraceparent(tc);
+  const remote = remoteSpanContext(tc, ts);
   return remote === undefined ? base : api().trace.setSpanContext(base, remote);
 }
 
-/** The context a request from the wire is served in: under the caller's `traceparent`, if any. */
-export function remoteContext(tc: string | undefined): OtelContext {
+/**
+ * The context a request from the wire is served in: under the caller's `traceparent` (with its
+ * `tracestate`), if any.
+ */
+export function remoteContext(tc: string | undefined, ts: string | undefined): OtelContext {
   const { ROOT_CONTEXT, trace } = api();
-  const remote = tc === undefined ? undefined : parseTraceparent(tc);
+  const remote = remoteSpanContext(tc, ts);
   return remote === undefined ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, remote);
 }
+
+/** The caller's span context from `traceparent` and `tracestate` (tracing is on). */
+function remoteSpanContext(
+  tc: string | undefined,
+  ts: string | undefined,
+): SpanContext | undefined {
+  const sc = tc === undefined ? undefined : parseTraceparent(tc);
+  if (sc === undefined || ts === undefined || ts === "") return sc;
+  return { ...sc, traceState: api().createTraceState(ts) };
+}
+
+/**
+ * The W3C `tracestate` to send with a span context's `traceparent`: undefined when empty, and at
+ * most 512 characters, whole entries dropped from the end (the oldest) to fit, as W3C asks.
+ */
+export function tracestate(sc: SpanContext): string | undefined {
+  let ts = sc.traceState?.serialize();
+  if (ts === undefined || ts === "") return undefined;
+  while (ts.length > MAX_TRACESTATE) {
+    const cut = ts.lastIndexOf(",");
+    if (cut < 0) return undefined;
+    ts = ts.slice(0, cut);
+  }
+  return ts;
+}
+
+/** The longest `tracestate` Keel sends (W3C: propagate at least 512 characters). */
+const MAX_TRACESTATE = 512;
 
 /** The active context (tracing is on, so the API is loaded). */
 export function activeContext(): OtelContext {

@@ -7,6 +7,7 @@ import {
   type Span,
   traceFields,
   traceparent,
+  tracestate,
 } from "../observability/tracing.ts";
 import {
   type BreakerPermit,
@@ -293,7 +294,11 @@ export class Calls {
       return this.#invoke(service, actionName, input, options, parent, undefined, undefined);
     }
     const tracing = n.tracing;
-    const ctx = parentContext(traceParent ?? parent?.span, parent?.traceContext);
+    const ctx = parentContext(
+      traceParent ?? parent?.span,
+      parent?.traceContext,
+      parent?.traceState,
+    );
     // A call only this node can serve is one INTERNAL span (unless the node asks for two).
     const local =
       tracing.localCallSpans === "one"
@@ -629,8 +634,11 @@ export class Calls {
     call.attempts++;
     const { options: opts, parent } = call;
     let tc = parent?.traceContext;
+    let ts = parent?.traceState;
     if (span !== undefined) {
-      tc = traceparent(span.spanContext());
+      const sc = span.spanContext();
+      tc = traceparent(sc);
+      ts = tracestate(sc);
       // A hedged call's attempts share its span, which counts them itself.
       if (!call.hedged) {
         span.setAttribute("server.address", ep.node);
@@ -650,6 +658,7 @@ export class Calls {
       p: call.input,
     };
     if (tc !== undefined) frame.tc = tc;
+    if (ts !== undefined) frame.ts = ts;
     if (opts?.idempotencyKey !== undefined) frame.ik = opts.idempotencyKey;
     if (parent !== undefined) frame.caller = { node: n.id, service: parent.service };
     if (opts?.meta !== undefined) frame.meta = opts.meta;

@@ -81,6 +81,8 @@ export interface Context extends Caller {
   readonly meta: Readonly<Record<string, string>>;
   /** W3C `traceparent` of the caller, when tracing is on. */
   readonly traceContext: string | undefined;
+  /** W3C `tracestate` of the caller, when it sent one with its `traceparent`. */
+  readonly traceState: string | undefined;
   /** Fires when the caller cancels, the deadline passes, or the node stops. Its reason is a KeelError. */
   readonly signal: AbortSignal;
   /** Absolute deadline on this node's monotonic clock (`env.clock.now()`). */
@@ -99,6 +101,7 @@ export interface EventContext extends Caller {
   /** The node that emitted the event. */
   readonly from: string;
   readonly traceContext: string | undefined;
+  readonly traceState: string | undefined;
   readonly env: Env;
   readonly log: Logger;
 }

@@ -6,6 +6,7 @@ import {
   type Span,
   traceFields,
   traceparent,
+  tracestate,
   withSpan,
 } from "../observability/tracing.ts";
 import { schemaError, validate } from "../schema/index.ts";
@@ -46,11 +47,15 @@ export class Events {
     }
     n.stats.eventsEmitted++;
     let tc = (parent as Invocation | undefined)?.traceContext;
+    let ts = (parent as Invocation | undefined)?.traceState;
     const tracer = n.tracing.tracer();
     let span: Span | undefined;
     if (tracer !== undefined) {
-      span = n.tracing.startPublish(tracer, event.name, mode, parentContext(traceParent, tc));
-      tc = traceparent(span.spanContext());
+      const ctx = parentContext(traceParent, tc, ts);
+      span = n.tracing.startPublish(tracer, event.name, mode, ctx);
+      const sc = span.spanContext();
+      tc = traceparent(sc);
+      ts = tracestate(sc);
     }
     const bySvc = n.registry.subscribers(event.name);
     if (bySvc === undefined) {
@@ -66,6 +71,8 @@ export class Events {
       name: event.name,
       mode,
       p: payload,
+      ...(tc === undefined ? {} : { tc }),
+      ...(ts === undefined ? {} : { ts }),
     };
     if (mode === "emit") {
       for (const [svc, nodes] of bySvc) {
@@ -78,7 +85,7 @@ export class Events {
       if (n.fanOut && nodes.size > (local ? 1 : 0)) {
         // One send reaches every node (NATS: one publish); nodes without subscribers drop it.
         if (local) nodes.delete(n.id);
-        n.broadcastTo(nodes, tc === undefined ? frame : { ...frame, tc });
+        n.broadcastTo(nodes, frame);
         if (local) targets.push([n.id, undefined]);
       } else {
         for (const node of nodes) targets.push([node, undefined]);
@@ -86,14 +93,10 @@ export class Events {
     }
     for (const [target, grp] of targets) {
       if (target === n.id) {
-        this.#deliver(event.name, payload, grp, n.id, tc);
+        this.#deliver(event.name, payload, grp, n.id, tc, ts);
         continue;
       }
-      n.sendTo(target, {
-        ...frame,
-        ...(grp === undefined ? {} : { grp }),
-        ...(tc === undefined ? {} : { tc }),
-      });
+      n.sendTo(target, grp === undefined ? frame : { ...frame, grp });
     }
     if (span !== undefined) {
       span.setAttribute("keel.event.copies", targets.length);
@@ -102,7 +105,7 @@ export class Events {
   }
 
   onEvent(f: EventFrame): void {
-    this.#deliver(f.name, f.p, f.mode === "emit" ? f.grp : undefined, f.from, f.tc);
+    this.#deliver(f.name, f.p, f.mode === "emit" ? f.grp : undefined, f.from, f.tc, f.ts);
   }
 
   /** Runs local subscribers: of service `svc` only, or of every hosted service when undefined. */
@@ -112,6 +115,7 @@ export class Events {
     svc: string | undefined,
     from: string,
     tc: string | undefined,
+    ts: string | undefined,
   ): void {
     const n = this.#n;
     for (const hosted of n.hosted.values()) {
@@ -119,14 +123,14 @@ export class Events {
       const sub = hosted.subscriptions.get(name);
       if (sub === undefined) continue;
       n.stats.eventsDelivered++;
-      const ctx = new EventInvocation(n.hooks, hosted.def.name, name, from, tc);
+      const ctx = new EventInvocation(n.hooks, hosted.def.name, name, from, tc, ts);
       const tracing = n.tracing;
       // Always asynchronous, so an emitter never runs subscriber code on its own stack.
       void Promise.resolve()
         .then(async () => {
           const tracer = tracing.tracer();
           if (tracer !== undefined) {
-            const span = tracing.startProcess(tracer, name, hosted.def.name, from, tc);
+            const span = tracing.startProcess(tracer, name, hosted.def.name, from, tc, ts);
             ctx.span = span;
             ctx.otelContext = withSpan(activeContext(), span);
           }

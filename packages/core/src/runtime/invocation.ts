@@ -106,6 +106,7 @@ abstract class CallerBase extends Scope {
   }
 
   abstract readonly traceContext: string | undefined;
+  abstract readonly traceState: string | undefined;
 
   call<S extends AnyService, A extends ActionName<S>>(
     service: S,
@@ -197,6 +198,7 @@ export class Invocation extends CallerBase implements Context, Scheduled {
   declare readonly idempotencyKey: string | undefined;
   declare readonly meta: Readonly<Record<string, string>>;
   declare readonly traceContext: string | undefined;
+  declare readonly traceState: string | undefined;
   /** The calling node, for requests that came over the transport. */
   declare readonly replyTo: string | undefined;
 
@@ -212,6 +214,7 @@ export class Invocation extends CallerBase implements Context, Scheduled {
     idempotencyKey: string | undefined,
     meta: Readonly<Record<string, string>> | undefined,
     traceContext: string | undefined,
+    traceState: string | undefined,
     replyTo: string | undefined,
   ) {
     super(rt);
@@ -244,6 +247,7 @@ export class Invocation extends CallerBase implements Context, Scheduled {
     this.idempotencyKey = idempotencyKey;
     this.meta = meta ?? EMPTY_META;
     this.traceContext = traceContext;
+    this.traceState = traceState;
     this.replyTo = replyTo;
   }
 
@@ -295,6 +299,7 @@ export class EventInvocation extends CallerBase implements EventContext {
   declare readonly event: string;
   declare readonly from: string;
   declare readonly traceContext: string | undefined;
+  declare readonly traceState: string | undefined;
 
   constructor(
     rt: RuntimeHooks,
@@ -302,12 +307,14 @@ export class EventInvocation extends CallerBase implements EventContext {
     event: string,
     from: string,
     traceContext: string | undefined,
+    traceState: string | undefined,
   ) {
     super(rt);
     this.service = service;
     this.event = event;
     this.from = from;
     this.traceContext = traceContext;
+    this.traceState = traceState;
   }
 
   protected get parentCall(): undefined {
@@ -360,6 +367,7 @@ export const SHAPE_ANCHORS: readonly object[] = [
     undefined,
     undefined,
     undefined,
+    undefined,
   ),
-  new EventInvocation(ANCHOR_HOOKS, "", "", "", undefined),
+  new EventInvocation(ANCHOR_HOOKS, "", "", "", undefined, undefined),
 ];

@@ -160,10 +160,11 @@ export class Server {
       f.ik,
       f.meta,
       f.tc,
+      f.ts,
       f.from,
     );
     const tracer = n.tracing.tracer();
-    if (tracer !== undefined) this.#trace(inv, hosted, action, f.from, remoteContext(f.tc));
+    if (tracer !== undefined) this.#trace(inv, hosted, action, f.from, remoteContext(f.tc, f.ts));
     if (n.metrics !== undefined) this.#meter(inv, hosted, action, undefined, now, now);
     if (n.actionStats !== undefined) this.#countIn(inv, action, now);
     let fromCaller = this.#remote.get(f.from);
@@ -353,6 +354,7 @@ export class Server {
       options?.idempotencyKey,
       options?.meta,
       parent?.traceContext,
+      parent?.traceState,
       undefined,
     );
   }

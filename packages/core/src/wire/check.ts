@@ -25,6 +25,8 @@ type Raw = Record<string, unknown>;
 
 const MAX_ID_LENGTH = 256;
 const MAX_NAME_LENGTH = 256;
+/** W3C asks to propagate at least 512 characters of `tracestate`; Keel sends at most that. */
+const MAX_TRACESTATE_LENGTH = 512;
 
 /** A short, safe rendering of an untrusted value for an error message (BigInt-proof, capped). */
 function describe(value: unknown): string {
@@ -111,6 +113,7 @@ export function checkEnvelope(value: unknown): Envelope {
       str(raw, "act");
       num(raw, "dl");
       optStr(raw, "tc", 512);
+      optStr(raw, "ts", MAX_TRACESTATE_LENGTH);
       optStr(raw, "ik", 512);
       const caller = raw["caller"];
       if (caller !== undefined && (!isRecord(caller) || typeof caller["node"] !== "string")) {
@@ -144,6 +147,7 @@ export function checkEnvelope(value: unknown): Envelope {
         fail(raw, "field 'mode' must be emit or broadcast");
       optStr(raw, "grp", MAX_NAME_LENGTH);
       optStr(raw, "tc", 512);
+      optStr(raw, "ts", MAX_TRACESTATE_LENGTH);
       break;
     case "announce": {
       str(raw, "inc", 64);

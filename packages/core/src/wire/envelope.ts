@@ -36,6 +36,8 @@ export interface RequestFrame {
   readonly p: unknown;
   /** W3C trace context (`traceparent`), when tracing is on. */
   readonly tc?: string;
+  /** The W3C `tracestate` that goes with `tc`, when it is not empty. */
+  readonly ts?: string;
   readonly ik?: string;
   readonly caller?: CallerInfo;
   readonly meta?: Readonly<Record<string, string>>;
@@ -79,6 +81,7 @@ export interface EventFrame {
   readonly grp?: string;
   readonly p: unknown;
   readonly tc?: string;
+  readonly ts?: string;
 }
 
 /** A node tells the cluster what it hosts (and, on reply, to whom). */

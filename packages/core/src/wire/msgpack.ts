@@ -647,6 +647,7 @@ class EnvelopeWriter {
     if (k === "req") {
       if (
         e["tc"] === undefined &&
+        e["ts"] === undefined &&
         e["ik"] === undefined &&
         e["caller"] === undefined &&
         e["meta"] === undefined &&

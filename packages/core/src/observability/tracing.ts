@@ -1,4 +1,3 @@
-import { createRequire } from "node:module";
 import type * as OtelApi from "@opentelemetry/api";
 import type {
   Attributes,
@@ -12,31 +11,17 @@ import type {
   TracerProvider,
 } from "@opentelemetry/api";
 import type { Clock } from "../env/index.ts";
-import { isKeelError, KeelError } from "../errors/index.ts";
+import { isKeelError } from "../errors/index.ts";
+import { lazyPeer } from "../peer.ts";
 
 /**
- * The OpenTelemetry API is loaded when tracing turns on, not with this module: a node that does
- * not trace never needs it (about 1 MB of an idle node's memory, and its start-up garbage). It is
- * resolved now, so that a missing peer dependency still fails the import of `@keel/core`.
+ * The OpenTelemetry API, loaded when tracing turns on, not with this module: a node that does not
+ * trace never needs it (about 1 MB of an idle node's memory, and its start-up garbage).
  */
-const require = createRequire(import.meta.url);
-try {
-  require.resolve("@opentelemetry/api");
-} catch (cause) {
-  throw new KeelError(
-    "CONFIGURATION",
-    "@keel/core needs its peer dependency @opentelemetry/api: npm install @opentelemetry/api",
-    { cause },
-  );
-}
-
-let otel: typeof OtelApi | undefined;
-
-/** The OpenTelemetry API, loaded (synchronously) the first time it is needed. */
-function api(): typeof OtelApi {
-  otel ??= require("@opentelemetry/api") as typeof OtelApi;
-  return otel;
-}
+const api = lazyPeer<typeof OtelApi>(
+  "@opentelemetry/api",
+  "@keel/core needs its peer dependency @opentelemetry/api: npm install @opentelemetry/api",
+);
 
 /**
  * Where the API keeps what is registered globally (the tracer provider, the context manager): one

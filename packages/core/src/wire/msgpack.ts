@@ -1,23 +1,15 @@
-import { createRequire } from "node:module";
 import type { Packr } from "msgpackr";
-import { KeelError } from "../errors/index.ts";
+import { lazyPeer } from "../peer.ts";
 import { type Codec, decodeWith } from "./codec.ts";
 
 /**
  * msgpackr is loaded on first need, not with this module: the codec writes and reads plain frames
- * itself, so an idle node never loads it (about 1 MB of its memory). It is resolved now, so that
- * a missing package still fails the import of `@keel/core/msgpack`, as a static import would.
+ * itself, so an idle node never loads it (about 1 MB of its memory).
  */
-const require = createRequire(import.meta.url);
-try {
-  require.resolve("msgpackr");
-} catch (cause) {
-  throw new KeelError(
-    "CONFIGURATION",
-    "@keel/core/msgpack needs the msgpackr package (an optional peer dependency of @keel/core): npm install msgpackr",
-    { cause },
-  );
-}
+const msgpackr = lazyPeer<typeof import("msgpackr")>(
+  "msgpackr",
+  "@keel/core/msgpack needs the msgpackr package (an optional peer dependency of @keel/core): npm install msgpackr",
+);
 
 /** The options of the codec's msgpackr instance, which the fast reader and writers match. */
 const PACKR_OPTIONS = {
@@ -30,8 +22,7 @@ const PACKR_OPTIONS = {
 
 /** A msgpackr instance with the codec's options, loading msgpackr (synchronously) the first time. */
 function loadPackr(): Packr {
-  const msgpackr = require("msgpackr") as typeof import("msgpackr");
-  return new msgpackr.Packr(PACKR_OPTIONS);
+  return new (msgpackr().Packr)(PACKR_OPTIONS);
 }
 
 /** Nesting depth the fast reader handles; deeper frames go to msgpackr. */

@@ -676,9 +676,12 @@ describe("msgpackCodec's writer", () => {
     fc.uint8Array({ maxLength: 8 }),
   );
   const number = fc.oneof(fc.double(), fc.integer({ min: -(2 ** 40), max: 2 ** 40 }));
-
-  it("writes requests and replies that decode as msgpackr's own encoding does", () => {
-    const request = fc.record({
+  /** Requests and successful replies carrying `p`, with `extra` fields on requests. */
+  const requestOf = <P, X extends Record<string, fc.Arbitrary<unknown>>>(
+    p: fc.Arbitrary<P>,
+    extra: X,
+  ) =>
+    fc.record({
       v: fc.constant(1),
       k: fc.constant("req"),
       id: text,
@@ -687,16 +690,22 @@ describe("msgpackCodec's writer", () => {
       ver: number,
       act: text,
       dl: number,
-      p: payload,
+      p,
+      ...extra,
     });
-    const reply = fc.record({
+  const replyOf = <P>(p: fc.Arbitrary<P>) =>
+    fc.record({
       v: fc.constant(1),
       k: fc.constant("res"),
       id: text,
       from: text,
       ok: fc.constant(true),
-      p: payload,
+      p,
     });
+
+  it("writes requests and replies that decode as msgpackr's own encoding does", () => {
+    const request = requestOf(payload, {});
+    const reply = replyOf(payload);
     fc.assert(
       fc.property(fc.oneof(request, reply), (e) => {
         const frame = msgpackCodec.encode(e as unknown as Envelope);
@@ -769,26 +778,8 @@ describe("msgpackCodec's writer", () => {
         ),
       }),
       fc.record({ v: fc.constant(1), k: fc.constant("hb"), from: text, inc: text, seq: number }),
-      fc.record({
-        v: fc.constant(1),
-        k: fc.constant("req"),
-        id: text,
-        from: text,
-        svc: text,
-        ver: number,
-        act: text,
-        dl: number,
-        p: anyPayload,
-        meta: fc.dictionary(text, text, { maxKeys: 3 }),
-      }),
-      fc.record({
-        v: fc.constant(1),
-        k: fc.constant("res"),
-        id: text,
-        from: text,
-        ok: fc.constant(true),
-        p: anyPayload,
-      }),
+      requestOf(anyPayload, { meta: fc.dictionary(text, text, { maxKeys: 3 }) }),
+      replyOf(anyPayload),
     );
     fc.assert(
       fc.property(frames, (e) => {

@@ -13,12 +13,17 @@ describe("NATS transport: frames handed to a listener", { timeout: 30_000 }, () 
   after(async () => {
     await server?.[Symbol.asyncDispose]();
   });
-
-  it("delivers frames in order as they arrive, its own on a microtask, and ends when closed", async () => {
-    const t = createNatsTransport({ nodeId: "l1", servers: server.url, logger: silentLogger });
-    const peer = createNatsTransport({ nodeId: "l2", servers: server.url, logger: silentLogger });
+  /** The transports of two nodes, connected to the suite's server. */
+  const connected = async (a: string, b: string) => {
+    const t = createNatsTransport({ nodeId: a, servers: server.url, logger: silentLogger });
+    const peer = createNatsTransport({ nodeId: b, servers: server.url, logger: silentLogger });
     await t.connect();
     await peer.connect();
+    return [t, peer] as const;
+  };
+
+  it("delivers frames in order as they arrive, its own on a microtask, and ends when closed", async () => {
+    const [t, peer] = await connected("l1", "l2");
     const got: number[] = [];
     const ended = t.listen((frame, from) => {
       assert.equal(from, undefined, "the sender is in the envelope, not the transport");
@@ -40,10 +45,7 @@ describe("NATS transport: frames handed to a listener", { timeout: 30_000 }, () 
   });
 
   it("a listener that throws loses that frame only: the connection keeps reading", async () => {
-    const t = createNatsTransport({ nodeId: "t1", servers: server.url, logger: silentLogger });
-    const peer = createNatsTransport({ nodeId: "t2", servers: server.url, logger: silentLogger });
-    await t.connect();
-    await peer.connect();
+    const [t, peer] = await connected("t1", "t2");
     const got: number[] = [];
     const ended = t.listen((frame) => {
       if (frame[0] === 1) throw new Error("listener bug");

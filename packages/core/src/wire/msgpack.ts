@@ -372,42 +372,130 @@ const MAX_HEAD_BYTES = 512;
 const MAX_WRITE_DEPTH = 64;
 
 /**
- * Writes plain data without msgpackr: objects whose constructor is `Object` (their own enumerable
- * keys, as msgpackr writes them), arrays, strings, numbers, booleans, null and `undefined` (fixext
- * 1 of type 0), encoded as msgpackr encodes them with this codec's options; only the header sizes
- * of strings and maps may differ, which decode alike. Anything else anywhere in the value (binary,
- * dates, maps, sets, BigInt, class instances, strings with lone surrogates, maps of over 65535
- * keys, deep nesting) makes it give up, and msgpackr writes the whole value. Every frame a node
- * sends on its own (announces, heartbeats, leaves) is plain data, so an idle node never loads
- * msgpackr.
+ * Writes frames without msgpackr, into slabs that frames are views of (as with msgpackr).
+ *
+ * - **Plain data** (`plain`): objects whose constructor is `Object` (their own enumerable keys, as
+ *   msgpackr writes them), arrays, strings, numbers, booleans, null and `undefined` (fixext 1 of
+ *   type 0), encoded as msgpackr encodes them with this codec's options; only the header sizes of
+ *   strings and maps may differ, which decode alike. Anything else anywhere in the value (binary,
+ *   dates, maps, sets, BigInt, class instances, strings with lone surrogates, maps of over 65535
+ *   keys, deep nesting) makes it give up, and msgpackr writes the whole value. Every frame a node
+ *   sends on its own (announces, heartbeats, leaves) is plain data, so an idle node never loads
+ *   msgpackr.
+ * - **The two frames of every call** (`envelope`: a request without options, a successful reply):
+ *   a fixmap of the keys in the runtime's order, with the node, service and action names cached
+ *   as encoded strings, and the payload written in place (by msgpackr, and copied in, only when it
+ *   is not plain data). Standard MessagePack, which msgpackr and the fast reader decode to the
+ *   same envelope.
  */
-class PlainWriter {
+class Writer {
+  readonly #packr: () => Packr;
   #buf = Buffer.allocUnsafe(SLAB_BYTES);
-  /** Where the value being written starts. */
+  /** Where the frame being written starts. */
   #start = 0;
   #pos = 0;
+  readonly #names = new Map<string, Uint8Array>();
 
-  /** `value` as MessagePack (a view of a slab, never written again), or undefined to leave it to msgpackr. */
-  write(value: unknown): Uint8Array | undefined {
-    const bytes = this.peek(value);
-    if (bytes !== undefined) this.#pos += bytes.length; // keeps them: the next value goes after
-    return bytes;
+  constructor(packr: () => Packr) {
+    this.#packr = packr;
   }
 
-  /** As `write`, but the bytes are only valid until the next write: for a caller that copies them. */
-  peek(value: unknown): Uint8Array | undefined {
+  /** `value` as MessagePack, or undefined to leave it to msgpackr. */
+  plain(value: unknown): Uint8Array | undefined {
+    this.#begin();
+    return this.#end(this.#value(value, 0));
+  }
+
+  /** A request without options or a successful reply, or undefined for any other frame. */
+  envelope(e: Record<string, unknown> | null): Uint8Array | undefined {
+    if (typeof e !== "object" || e === null || e["v"] !== 1 || typeof e["id"] !== "string")
+      return undefined;
+    const k = e["k"];
+    if (k === "req") {
+      if (
+        e["tc"] !== undefined ||
+        e["ts"] !== undefined ||
+        e["ik"] !== undefined ||
+        e["caller"] !== undefined ||
+        e["meta"] !== undefined ||
+        typeof e["ver"] !== "number" ||
+        typeof e["dl"] !== "number"
+      )
+        return undefined;
+      const from = this.#name(e["from"]);
+      const svc = this.#name(e["svc"]);
+      const act = this.#name(e["act"]);
+      if (from === undefined || svc === undefined || act === undefined) return undefined;
+      this.#begin();
+      this.#bytes(REQ_HEAD);
+      if (!this.#string(e["id"])) return this.#end(false);
+      this.#bytes(KEY_FROM);
+      this.#bytes(from);
+      this.#bytes(KEY_SVC);
+      this.#bytes(svc);
+      this.#bytes(KEY_VER);
+      this.#number(e["ver"]);
+      this.#bytes(KEY_ACT);
+      this.#bytes(act);
+      this.#bytes(KEY_DL);
+      this.#number(e["dl"]);
+    } else if (k === "res" && e["ok"] === true && e["err"] === undefined) {
+      const from = this.#name(e["from"]);
+      if (from === undefined) return undefined;
+      this.#begin();
+      this.#bytes(RES_HEAD);
+      if (!this.#string(e["id"])) return this.#end(false);
+      this.#bytes(KEY_FROM);
+      this.#bytes(from);
+      this.#bytes(KEY_OK_TRUE);
+    } else {
+      return undefined;
+    }
+    this.#bytes(KEY_P);
+    const at = this.#pos;
+    if (!this.#value(e["p"], 0)) {
+      this.#pos = at;
+      this.#bytes(this.#packr().pack(e["p"]));
+    }
+    return this.#end(true);
+  }
+
+  /** Starts a frame, on a fresh slab when this one is nearly used up. */
+  #begin(): void {
     if (this.#pos > this.#buf.length - MAX_HEAD_BYTES) {
       this.#buf = Buffer.allocUnsafe(SLAB_BYTES);
       this.#pos = 0;
     }
     this.#start = this.#pos;
-    const ok = this.#value(value, 0);
-    const end = this.#pos;
-    this.#pos = this.#start;
-    return ok ? this.#buf.subarray(this.#start, end) : undefined;
   }
 
-  /** Makes room for `n` more bytes, moving the value written so far to a bigger slab if needed. */
+  /** The frame written since `#begin` (kept: the next one goes after it), or undefined. */
+  #end(ok: boolean): Uint8Array | undefined {
+    if (!ok) {
+      this.#pos = this.#start;
+      return undefined;
+    }
+    return this.#buf.subarray(this.#start, this.#pos);
+  }
+
+  /** A name (node, service, action) as an encoded string, from the cache. */
+  #name(value: unknown): Uint8Array | undefined {
+    if (typeof value !== "string") return undefined;
+    let bytes = this.#names.get(value);
+    if (bytes === undefined) {
+      if (value.length > 64) return undefined;
+      this.#begin();
+      const encoded = this.#end(this.#string(value));
+      if (encoded === undefined) return undefined; // a lone surrogate: the frame goes to msgpackr
+      this.#pos = this.#start; // a copy is kept, not the slab's bytes
+      if (this.#names.size >= 1024) this.#names.clear();
+      bytes = new Uint8Array(encoded);
+      this.#names.set(value, bytes);
+    }
+    return bytes;
+  }
+
+  /** Makes room for `n` more bytes, moving the frame written so far to a bigger slab if needed. */
   #room(n: number): Buffer {
     const buf = this.#buf;
     if (this.#pos + n <= buf.length) return buf;
@@ -418,6 +506,16 @@ class PlainWriter {
     this.#start = 0;
     this.#pos = used;
     return next;
+  }
+
+  #bytes(bytes: Uint8Array): void {
+    const n = bytes.length;
+    const buf = this.#room(n);
+    const pos = this.#pos;
+    // Names and keys are a few bytes: a loop beats TypedArray.set on those.
+    if (n <= 64) for (let i = 0; i < n; i++) buf[pos + i] = bytes[i] as number;
+    else buf.set(bytes, pos);
+    this.#pos = pos + n;
   }
 
   #value(v: unknown, depth: number): boolean {
@@ -605,180 +703,6 @@ class PlainWriter {
 }
 
 /**
- * Writes the two frames of every call (a request without options, a successful reply) without
- * msgpackr: a fixmap of the keys in the runtime's order, with the node, service and action names
- * cached as encoded strings and the payload written in place when it is a number, an ASCII string,
- * a boolean or null (any other plain data is written by the plain writer, anything else packed by
- * msgpackr, and copied in). Standard MessagePack, which msgpackr and the fast reader decode to the
- * same envelope. Every other frame goes to the plain writer, then to msgpackr.
- */
-class EnvelopeWriter {
-  readonly #plain: PlainWriter;
-  readonly #packr: () => Packr;
-  #buf = Buffer.allocUnsafe(SLAB_BYTES);
-  #pos = 0;
-  readonly #names = new Map<string, Uint8Array>();
-
-  constructor(plain: PlainWriter, packr: () => Packr) {
-    this.#plain = plain;
-    this.#packr = packr;
-  }
-
-  /** The frame, or undefined when msgpackr should write it. */
-  write(e: Record<string, unknown> | null): Uint8Array | undefined {
-    if (typeof e !== "object" || e === null || e["v"] !== 1 || typeof e["id"] !== "string")
-      return undefined;
-    const k = e["k"];
-    if (this.#pos > SLAB_BYTES - MAX_HEAD_BYTES) {
-      this.#buf = Buffer.allocUnsafe(SLAB_BYTES);
-      this.#pos = 0;
-    }
-    const start = this.#pos;
-    let done = false;
-    if (k === "req") {
-      if (
-        e["tc"] === undefined &&
-        e["ts"] === undefined &&
-        e["ik"] === undefined &&
-        e["caller"] === undefined &&
-        e["meta"] === undefined &&
-        typeof e["ver"] === "number" &&
-        typeof e["dl"] === "number"
-      ) {
-        const from = this.#name(e["from"]);
-        const svc = this.#name(e["svc"]);
-        const act = this.#name(e["act"]);
-        if (from !== undefined && svc !== undefined && act !== undefined) {
-          this.#bytes(REQ_HEAD);
-          done =
-            this.#ascii(e["id"]) &&
-            this.#bytes(KEY_FROM) &&
-            this.#bytes(from) &&
-            this.#bytes(KEY_SVC) &&
-            this.#bytes(svc) &&
-            this.#bytes(KEY_VER) &&
-            this.#number(e["ver"]) &&
-            this.#bytes(KEY_ACT) &&
-            this.#bytes(act) &&
-            this.#bytes(KEY_DL) &&
-            this.#number(e["dl"]) &&
-            this.#bytes(KEY_P) &&
-            this.#payload(e["p"]);
-        }
-      }
-    } else if (k === "res" && e["ok"] === true && e["err"] === undefined) {
-      const from = this.#name(e["from"]);
-      if (from !== undefined) {
-        this.#bytes(RES_HEAD);
-        done =
-          this.#ascii(e["id"]) &&
-          this.#bytes(KEY_FROM) &&
-          this.#bytes(from) &&
-          this.#bytes(KEY_OK_TRUE) &&
-          this.#bytes(KEY_P) &&
-          this.#payload(e["p"]);
-      }
-    }
-    if (!done) {
-      this.#pos = start;
-      return undefined;
-    }
-    return this.#buf.subarray(start, this.#pos);
-  }
-
-  /** A name (node, service, action) as an encoded string, from the cache. */
-  #name(value: unknown): Uint8Array | undefined {
-    if (typeof value !== "string") return undefined;
-    let bytes = this.#names.get(value);
-    if (bytes === undefined) {
-      if (value.length > 64) return undefined;
-      const encoded = this.#plain.peek(value);
-      if (encoded === undefined) return undefined; // a lone surrogate: the frame goes to msgpackr
-      if (this.#names.size >= 1024) this.#names.clear();
-      bytes = new Uint8Array(encoded); // a copy (Buffer's slice is a view): the writer reuses it
-      this.#names.set(value, bytes);
-    }
-    return bytes;
-  }
-
-  #bytes(bytes: Uint8Array): true {
-    const buf = this.#buf;
-    const n = bytes.length;
-    const pos = this.#pos;
-    // Names and keys are a few bytes: a loop beats TypedArray.set on those.
-    for (let i = 0; i < n; i++) buf[pos + i] = bytes[i] as number;
-    this.#pos = pos + n;
-    return true;
-  }
-
-  /** An ASCII string of at most 31 characters, as a fixstr; false for any other. */
-  #ascii(s: string): boolean {
-    const n = s.length;
-    if (n > 31) return false;
-    const buf = this.#buf;
-    let pos = this.#pos;
-    buf[pos++] = 0xa0 | n;
-    for (let i = 0; i < n; i++) {
-      const c = s.charCodeAt(i);
-      if (c >= 0x80) return false;
-      buf[pos++] = c;
-    }
-    this.#pos = pos;
-    return true;
-  }
-
-  #number(n: number): true {
-    const buf = this.#buf;
-    if (Number.isInteger(n) && n >= -32 && n < 0x80) {
-      buf[this.#pos++] = n & 0xff;
-    } else if (Number.isInteger(n) && n >= 0 && n <= 0xffff) {
-      if (n <= 0xff) {
-        buf[this.#pos] = 0xcc;
-        buf[this.#pos + 1] = n;
-        this.#pos += 2;
-      } else {
-        buf[this.#pos] = 0xcd;
-        buf[this.#pos + 1] = n >>> 8;
-        buf[this.#pos + 2] = n & 0xff;
-        this.#pos += 3;
-      }
-    } else if (Number.isInteger(n) && n >= 0 && n <= 0xffffffff) {
-      buf[this.#pos] = 0xce;
-      buf.writeUInt32BE(n, this.#pos + 1);
-      this.#pos += 5;
-    } else if (Number.isInteger(n) && n < 0 && n >= -0x80000000) {
-      buf[this.#pos] = 0xd2;
-      buf.writeInt32BE(n, this.#pos + 1);
-      this.#pos += 5;
-    } else {
-      buf[this.#pos] = 0xcb;
-      buf.writeDoubleBE(n, this.#pos + 1);
-      this.#pos += 9;
-    }
-    return true;
-  }
-
-  #payload(p: unknown): boolean {
-    if (typeof p === "number") return this.#number(p);
-    if (p === true || p === false || p === null || p === undefined) {
-      if (p === undefined) {
-        // msgpackr's `undefined`: fixext 1 of type 0
-        this.#buf[this.#pos++] = 0xd4;
-        this.#buf[this.#pos++] = 0;
-        this.#buf[this.#pos++] = 0;
-      } else this.#buf[this.#pos++] = p === null ? 0xc0 : p ? 0xc3 : 0xc2;
-      return true;
-    }
-    if (typeof p === "string" && this.#ascii(p)) return true;
-    const packed = this.#plain.peek(p) ?? this.#packr().pack(p);
-    if (this.#pos + packed.length > this.#buf.length) return false;
-    this.#buf.set(packed, this.#pos); // copied at once: both writers reuse their buffers
-    this.#pos += packed.length;
-    return true;
-  }
-}
-
-/**
  * Creates the MessagePack codec (standard MessagePack without records): its own readers and
  * writers for plain frames, msgpackr (loaded on first need) for everything else.
  */
@@ -786,8 +710,7 @@ export function createMsgpackCodec(): Codec {
   let packr: Packr | undefined;
   const msgpackr = () => (packr ??= loadPackr());
   const fast = new FastReader();
-  const plain = new PlainWriter();
-  const writer = new EnvelopeWriter(plain, msgpackr);
+  const writer = new Writer(msgpackr);
   const parse = (f: Uint8Array): unknown => {
     try {
       return fast.read(f);
@@ -800,7 +723,7 @@ export function createMsgpackCodec(): Codec {
     name: "msgpack",
     encode(envelope) {
       const e = envelope as unknown as Record<string, unknown> | null;
-      return writer.write(e) ?? plain.write(e) ?? msgpackr().pack(envelope);
+      return writer.envelope(e) ?? writer.plain(e) ?? msgpackr().pack(envelope);
     },
     decode(frame, maxBytes) {
       return decodeWith("MessagePack", frame, maxBytes, parse);

@@ -25,6 +25,7 @@ export {
   type VirtualEnvOptions,
 } from "./env/index.ts";
 export {
+  CALLER_MISTAKES,
   ERROR_CODES,
   type ErrorCode,
   type ErrorDetails,

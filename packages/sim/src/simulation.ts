@@ -4,10 +4,12 @@
  * @module
  */
 import {
+  CALLER_MISTAKES,
   createInProcessNetwork,
   createNode,
   createRandom,
   type Env,
+  type ErrorCode,
   type InProcessNetwork,
   isKeelError,
   KeelError,
@@ -113,13 +115,8 @@ export class SimulationStuckError extends Error {
 }
 
 /** Error codes after which an operation certainly did not take effect. */
-const DEFINITE = new Set([
-  "INVALID_ARGUMENT",
-  "NOT_FOUND",
-  "ALREADY_EXISTS",
-  "FAILED_PRECONDITION",
-  "PERMISSION_DENIED",
-  "UNAUTHENTICATED",
+const DEFINITE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  ...CALLER_MISTAKES,
   "CIRCUIT_OPEN",
   "RATE_LIMITED",
   "CONFIGURATION",

@@ -30,6 +30,20 @@ export const ERROR_CODES = {
 /** The closed union of error codes. */
 export type ErrorCode = keyof typeof ERROR_CODES;
 
+/**
+ * The codes of a caller's own mistakes: the server judged the request and refused it, so they say
+ * nothing about the server's health (a breaker does not count them) and the operation did not
+ * take effect.
+ */
+export const CALLER_MISTAKES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "INVALID_ARGUMENT",
+  "NOT_FOUND",
+  "ALREADY_EXISTS",
+  "FAILED_PRECONDITION",
+  "PERMISSION_DENIED",
+  "UNAUTHENTICATED",
+]);
+
 /** True if `code` is one of Keel's error codes. */
 export function isErrorCode(code: unknown): code is ErrorCode {
   return typeof code === "string" && Object.hasOwn(ERROR_CODES, code);

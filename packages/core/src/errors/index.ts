@@ -1,4 +1,4 @@
-export { ERROR_CODES, type ErrorCode, isErrorCode } from "./codes.ts";
+export { CALLER_MISTAKES, ERROR_CODES, type ErrorCode, isErrorCode } from "./codes.ts";
 export {
   type ErrorDetails,
   hasCode,

@@ -248,9 +248,6 @@ export class Tracing {
     ts: string | undefined,
   ): Span {
     const producer = remoteSpanContext(tc, ts);
-    const { ROOT_CONTEXT, trace } = api();
-    const parent =
-      producer === undefined ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, producer);
     return tracer.startSpan(
       `process ${event}`,
       {
@@ -266,7 +263,7 @@ export class Tracing {
         },
         links: producer === undefined ? [] : [{ context: producer }],
       },
-      parent,
+      underRemote(producer),
     );
   }
 
@@ -345,8 +342,12 @@ export function parentContext(
  * `tracestate`), if any.
  */
 export function remoteContext(tc: string | undefined, ts: string | undefined): OtelContext {
+  return underRemote(remoteSpanContext(tc, ts));
+}
+
+/** A fresh context under a remote span context, if any. */
+function underRemote(remote: SpanContext | undefined): OtelContext {
   const { ROOT_CONTEXT, trace } = api();
-  const remote = remoteSpanContext(tc, ts);
   return remote === undefined ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, remote);
 }
 

@@ -1,5 +1,5 @@
 import type { Env } from "../env/index.ts";
-import { type ErrorCode, isKeelError, type KeelError } from "../errors/index.ts";
+import { CALLER_MISTAKES, isKeelError, type KeelError } from "../errors/index.ts";
 import {
   type BreakerWindowSnapshot,
   ConsecutiveWindow,
@@ -141,15 +141,6 @@ type Inner =
 
 const CLOSED: Inner & BreakerState = Object.freeze({ kind: "closed" });
 const ISOLATED: Inner & BreakerState = Object.freeze({ kind: "isolated" });
-
-const CALLER_MISTAKES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  "INVALID_ARGUMENT",
-  "NOT_FOUND",
-  "ALREADY_EXISTS",
-  "FAILED_PRECONDITION",
-  "PERMISSION_DENIED",
-  "UNAUTHENTICATED",
-]);
 
 const defaultIsFailure = (error: unknown): boolean =>
   !(isKeelError(error) && CALLER_MISTAKES.has(error.code));

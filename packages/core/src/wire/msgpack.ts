@@ -366,7 +366,7 @@ const KEY_OK_TRUE = concat(key("ok"), [0xc3]);
 
 /** Size of the slabs frames are written into (a frame is a view of one, as with msgpackr). */
 const SLAB_BYTES = 16 * 1024;
-/** Room a frame written in place needs besides its payload. */
+/** A frame starts on a fresh slab when less than this is left (it still grows a slab if it must). */
 const MAX_HEAD_BYTES = 512;
 /** Nesting depth the plain writer handles; deeper values go to msgpackr. */
 const MAX_WRITE_DEPTH = 64;
